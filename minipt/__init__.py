@@ -1,0 +1,15 @@
+"""minipt: language-model pretraining and finetuning, written out by hand for learning.
+
+Where things live (lowest layer first; see docs/architecture.md):
+
+- ``minipt.functional``  softmax, log_softmax, cross_entropy, scaled_dot_product_attention, layer_norm, gelu, dropout
+- ``minipt.optim``       AdamW, SGD, learning-rate schedules, decay / no-decay parameter groups
+- ``minipt.nn``          LayerNorm, MultiheadAttention, TransformerEncoderLayer, GRUCell, GRU
+- ``minipt.models``      TransformerLM, GRULM, SequenceClassifier
+- ``minipt.tokenizers``  CharTokenizer, BPETokenizer
+- ``minipt.data``        corpora, labelled tasks and batching
+- ``minipt.train``       the one training loop;  ``minipt.finetune`` freezing and friends
+- ``minipt.cli``         the ``minipt`` command
+"""
+
+__version__ = "0.1.0"
