@@ -1,0 +1,569 @@
+r"""PyTorch-compatible layers built from :mod:`minipt.functional`.
+
+Every class here re-implements a ``torch.nn`` module with the same constructor arguments, defaults,
+parameter names and ``state_dict`` keys, so ``mine.load_state_dict(theirs.state_dict())`` works and the two
+can be compared output for output (``tests/test_nn.py`` does exactly that). Parameters are initialised as
+torch initialises them.
+
+Two conventions differ on purpose from torch:
+
+* ``batch_first=True`` is the default everywhere (torch's default is ``False``).
+* A query that may attend to no key at all gets a zero output instead of torch's ``nan``
+  (see :func:`minipt.functional.scaled_dot_product_attention`).
+
+Mask conventions, which learners often trip on, because torch itself is not consistent:
+
+==========================================  ===============  =======================================
+mask                                        ``True`` means   float mask
+==========================================  ===============  =======================================
+``MultiheadAttention(key_padding_mask=)``   ignore this key  added to the scores
+``MultiheadAttention(attn_mask=)``          NOT allowed      added to the scores
+``functional.scaled_dot_product_attention`` allowed          added to the scores
+==========================================  ===============  =======================================
+
+Shape letters: ``B`` batch, ``T`` time steps, ``L`` queries, ``S`` keys, ``E`` embedding size,
+``H`` hidden size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from minipt import functional as MF
+from minipt.backward import gru_sequence
+
+__all__ = [
+    "LayerInputError",
+    "LayerNorm",
+    "MultiheadAttention",
+    "TransformerEncoderLayer",
+    "GRUCell",
+    "GRU",
+    "GRUGates",
+]
+
+
+class LayerInputError(ValueError):
+    """A layer got a tensor or an argument it cannot use; the message names the layer and the argument."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layer normalisation
+# ----------------------------------------------------------------------------------------------------
+
+
+class LayerNorm(nn.Module):
+    r"""Layer normalisation with a learned scale and shift (``torch.nn.LayerNorm``).
+
+    .. math::
+        y = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} \odot \gamma + \beta
+
+    with :math:`\mu, \sigma^2` the mean and biased variance over the last ``len(normalized_shape)`` dims,
+    :math:`\gamma` = ``weight`` (initialised to ones) and :math:`\beta` = ``bias`` (zeros), so a fresh layer
+    only standardises. Shapes: input ``(..., *normalized_shape)``; output the same.
+    """
+
+    def __init__(self, normalized_shape: int | tuple[int, ...] | list[int], eps: float = 1e-5) -> None:
+        super().__init__()
+        if isinstance(normalized_shape, int):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(normalized_shape)
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(self.normalized_shape))
+        self.bias = nn.Parameter(torch.zeros(self.normalized_shape))
+
+    def forward(self, input: Tensor) -> Tensor:
+        return MF.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Multi-head attention
+# ----------------------------------------------------------------------------------------------------
+
+
+def _as_additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """torch's module convention: a boolean mask becomes ``-inf`` where True, ``0`` elsewhere; floats stay."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+class MultiheadAttention(nn.Module):
+    r"""Multi-head attention (``torch.nn.MultiheadAttention``, with ``kdim = vdim = embed_dim``).
+
+    Each head ``h`` projects the inputs to its own queries, keys and values of size ``E / heads`` and attends:
+
+    .. math::
+        \operatorname{head}_h = \operatorname{softmax}\!\Bigl(
+            \frac{Q W^Q_h (K W^K_h)^\top}{\sqrt{E/\text{heads}}} + M\Bigr) V W^V_h, \qquad
+        \operatorname{MHA}(Q, K, V) = [\operatorname{head}_1, \dots, \operatorname{head}_{\text{heads}}]\,W^O
+                                      + b^O
+
+    The three input projections are stacked in one parameter ``in_proj_weight`` ``(3E, E)`` (rows: query, key,
+    value) with ``in_proj_bias`` ``(3E,)``; ``out_proj`` is the Linear :math:`W^O, b^O`.
+
+    Masks follow **torch's module convention**, the opposite of ``scaled_dot_product_attention``'s:
+
+    * ``key_padding_mask`` ``(B, S)``: boolean ``True`` = *ignore this key* (padding); a float mask is added.
+    * ``attn_mask`` ``(L, S)`` or ``(B * heads, L, S)``: boolean ``True`` = *NOT allowed to attend*; a float
+      mask is added. (In ``functional.scaled_dot_product_attention`` a boolean ``True`` means *allowed*.)
+    * ``is_causal=True`` is only a hint that ``attn_mask`` is the causal mask, as in torch: ``attn_mask`` must
+      be given too (``torch.nn.Transformer.generate_square_subsequent_mask(T)`` builds one).
+
+    Both masks become additive masks (``-inf`` where blocked) and are summed, as torch does. Dropout acts on
+    the attention weights, only in training mode. Shapes (``batch_first=True``): ``query`` ``(B, L, E)``,
+    ``key`` and ``value`` ``(B, S, E)``; output ``(B, L, E)``; weights ``(B, L, S)`` averaged over heads, or
+    ``(B, heads, L, S)`` with ``average_attn_weights=False``, or ``None`` with ``need_weights=False``.
+    With ``batch_first=False`` the inputs and output are ``(L, B, E)``; the weights keep the batch first.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        batch_first: bool = True,
+    ) -> None:
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise LayerInputError(
+                f"MultiheadAttention: embed_dim={embed_dim} must be divisible by num_heads={num_heads}"
+            )
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.dropout = dropout
+        self.batch_first = batch_first
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim)) if bias else None
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        """As torch: Xavier-uniform input projections, zero biases; ``out_proj.weight`` keeps Linear's."""
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        if self.in_proj_bias is not None:
+            nn.init.zeros_(self.in_proj_bias)
+            nn.init.zeros_(self.out_proj.bias)
+
+    def _project(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``Q W^Q + b^Q``, ``K W^K + b^K``, ``V W^V + b^V``; one matmul when query is key is value."""
+        if query is key and key is value:  # self-attention
+            return nn.functional.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        weights = self.in_proj_weight.chunk(3)
+        biases = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
+        return tuple(
+            nn.functional.linear(x, w, b)
+            for x, w, b in zip((query, key, value), weights, biases, strict=True)
+        )
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        """``(B, T, E)`` -> ``(B, heads, T, E / heads)``."""
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def _merged_mask(
+        self,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        B: int,
+        L: int,
+        S: int,
+        dtype: torch.dtype,
+    ) -> Tensor | None:
+        """One additive mask broadcastable to ``(B, heads, L, S)``, or None when nothing is masked."""
+        merged = None
+        if attn_mask is not None:
+            if attn_mask.shape == (L, S):
+                merged = _as_additive_mask(attn_mask, dtype)  # (L, S)
+            elif attn_mask.shape == (B * self.num_heads, L, S):
+                merged = _as_additive_mask(attn_mask, dtype).view(B, self.num_heads, L, S)
+            else:
+                raise LayerInputError(
+                    f"MultiheadAttention: attn_mask must be ({L}, {S}) or ({B * self.num_heads}, {L}, {S}), "
+                    f"got {tuple(attn_mask.shape)}"
+                )
+        if key_padding_mask is not None:
+            if key_padding_mask.shape != (B, S):
+                raise LayerInputError(
+                    f"MultiheadAttention: key_padding_mask must be (batch, keys) = ({B}, {S}), "
+                    f"got {tuple(key_padding_mask.shape)}"
+                )
+            padding = _as_additive_mask(key_padding_mask, dtype).view(B, 1, 1, S)
+            merged = padding if merged is None else merged + padding
+        return merged
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        if query.dim() != 3 or key.dim() != 3 or value.dim() != 3:
+            raise LayerInputError(
+                "MultiheadAttention: query, key and value must be 3-D (batch, time, embed_dim), got shapes "
+                f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
+            )
+        if query.shape[-1] != self.embed_dim:
+            raise LayerInputError(
+                f"MultiheadAttention: query's last dim is {query.shape[-1]}, "
+                f"expected embed_dim={self.embed_dim}"
+            )
+        if is_causal and attn_mask is None:
+            raise LayerInputError(
+                "MultiheadAttention: is_causal=True is a hint about attn_mask and needs attn_mask too "
+                "(as in torch); pass the causal mask as attn_mask"
+            )
+        if not self.batch_first:  # (T, B, E) -> (B, T, E), preserving `query is key` for self-attention
+            same_kv, same_qk = key is value, query is key
+            query = query.transpose(0, 1)
+            key = query if same_qk else key.transpose(0, 1)
+            value = key if same_kv else value.transpose(0, 1)
+        B, L, E = query.shape
+        S = key.shape[1]
+
+        q, k, v = self._project(query, key, value)  # (B, L, E), (B, S, E), (B, S, E)
+        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)  # (B, heads, T, E/heads)
+        mask = self._merged_mask(attn_mask, key_padding_mask, B, L, S, q.dtype)
+        attention = MF.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            return_weights=need_weights,
+        )
+        if need_weights:
+            heads_output, weights = attention  # (B, heads, L, E/heads), (B, heads, L, S)
+        else:
+            heads_output, weights = attention, None
+        concatenated = heads_output.transpose(1, 2).reshape(B, L, E)  # (B, L, E)
+        output = self.out_proj(concatenated)  # (B, L, E)
+        if not self.batch_first:
+            output = output.transpose(0, 1)  # (L, B, E)
+        if weights is not None and average_attn_weights:
+            weights = weights.mean(dim=1)  # (B, L, S)
+        return output, weights
+
+
+# ----------------------------------------------------------------------------------------------------
+# Transformer encoder layer
+# ----------------------------------------------------------------------------------------------------
+
+
+class TransformerEncoderLayer(nn.Module):
+    r"""Self-attention, then a position-wise feed-forward network (``torch.nn.TransformerEncoderLayer``).
+
+    With :math:`\operatorname{SA}(x) = \operatorname{dropout1}(\operatorname{MHA}(x, x, x))` and
+    :math:`\operatorname{FF}(x) = \operatorname{dropout2}(W_2\,\operatorname{dropout}(
+    \operatorname{act}(W_1 x + b_1)) + b_2)`:
+
+    * ``norm_first=False`` (post-norm, the original Transformer):
+
+      .. math:: x \leftarrow \operatorname{norm1}(x + \operatorname{SA}(x)), \qquad
+                x \leftarrow \operatorname{norm2}(x + \operatorname{FF}(x))
+
+    * ``norm_first=True`` (pre-norm, GPT-2 and most modern models; trains more stably when deep):
+
+      .. math:: x \leftarrow x + \operatorname{SA}(\operatorname{norm1}(x)), \qquad
+                x \leftarrow x + \operatorname{FF}(\operatorname{norm2}(x))
+
+    ``activation`` is ``"relu"`` or ``"gelu"``. Masks follow :class:`MultiheadAttention`: ``src_mask``
+    boolean ``True`` = NOT allowed, ``src_key_padding_mask`` boolean ``True`` = padding to ignore;
+    ``is_causal=True`` is a hint that needs ``src_mask`` too. ``need_weights=True`` (minipt's addition, for
+    stepping through a model) also returns the attention weights of every head.
+
+    Shapes (``batch_first=True``): ``src`` ``(B, T, d_model)``; output the same; weights ``(B, nhead, T, T)``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = True,
+        norm_first: bool = False,
+    ) -> None:
+        super().__init__()
+        if activation not in ("relu", "gelu"):
+            raise LayerInputError(
+                f"TransformerEncoderLayer: activation must be 'relu' or 'gelu', got {activation!r}"
+            )
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm_first = norm_first
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.activation = activation
+
+    def _self_attention_block(
+        self, x: Tensor, src_mask: Tensor | None, src_key_padding_mask: Tensor | None, is_causal: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        attended, weights = self.self_attn(
+            x,
+            x,
+            x,
+            attn_mask=src_mask,
+            key_padding_mask=src_key_padding_mask,
+            need_weights=self._need_weights,
+            average_attn_weights=False,
+            is_causal=is_causal,
+        )
+        return self.dropout1(attended), weights
+
+    def _feed_forward_block(self, x: Tensor) -> Tensor:
+        hidden = self.linear1(x)  # (B, T, dim_feedforward)
+        hidden = MF.relu(hidden) if self.activation == "relu" else MF.gelu(hidden)
+        return self.dropout2(self.linear2(self.dropout(hidden)))  # (B, T, d_model)
+
+    def forward(
+        self,
+        src: Tensor,
+        src_mask: Tensor | None = None,
+        src_key_padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        self._need_weights = need_weights
+        x = src
+        if self.norm_first:
+            attended, weights = self._self_attention_block(
+                self.norm1(x), src_mask, src_key_padding_mask, is_causal
+            )
+            x = x + attended
+            x = x + self._feed_forward_block(self.norm2(x))
+        else:
+            attended, weights = self._self_attention_block(x, src_mask, src_key_padding_mask, is_causal)
+            x = self.norm1(x + attended)
+            x = self.norm2(x + self._feed_forward_block(x))
+        if need_weights:
+            return x, weights
+        return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# Gated recurrent unit
+# ----------------------------------------------------------------------------------------------------
+
+
+def gru_cell_step(
+    input_gates: Tensor, hidden: Tensor, weight_hh: Tensor, bias_hh: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""One GRU step from precomputed input projections: returns ``(h', r, z)``.
+
+    With ``input_gates`` :math:`= W_{ih} x + b_{ih}` split into :math:`(i_r, i_z, i_n)` and
+    :math:`W_{hh} h + b_{hh}` split into :math:`(h_r, h_z, h_n)` (torch's gate order r, z, n):
+
+    .. math::
+        r = \sigma(i_r + h_r), \quad z = \sigma(i_z + h_z), \quad n = \tanh(i_n + r \odot h_n), \quad
+        h' = (1 - z) \odot n + z \odot h
+
+    Note that the reset gate multiplies :math:`h_n = W_{hn} h + b_{hn}` *including its bias*, as torch (and
+    cuDNN) do, not :math:`W_{hn}(r \odot h)` as in the original paper.
+
+    Shapes: ``input_gates`` ``(B, 3H)``, ``hidden`` ``(B, H)``, ``weight_hh`` ``(3H, H)``,
+    ``bias_hh`` ``(3H,)``; each output ``(B, H)``.
+    """
+    hidden_gates = nn.functional.linear(hidden, weight_hh, bias_hh)  # (B, 3H)
+    input_r, input_z, input_n = input_gates.chunk(3, dim=-1)  # (B, H) each
+    hidden_r, hidden_z, hidden_n = hidden_gates.chunk(3, dim=-1)  # (B, H) each
+    reset = torch.sigmoid(input_r + hidden_r)
+    update = torch.sigmoid(input_z + hidden_z)
+    candidate = torch.tanh(input_n + reset * hidden_n)
+    new_hidden = (1.0 - update) * candidate + update * hidden
+    return new_hidden, reset, update
+
+
+def _gru_uniform_(module: nn.Module, hidden_size: int) -> None:
+    """torch's GRU init: every weight and bias uniform in :math:`[-1/\\sqrt{H}, 1/\\sqrt{H}]`."""
+    bound = 1.0 / math.sqrt(hidden_size)
+    for parameter in module.parameters():
+        nn.init.uniform_(parameter, -bound, bound)
+
+
+class GRUCell(nn.Module):
+    r"""One step of a gated recurrent unit (``torch.nn.GRUCell``); the equations are in :func:`gru_cell_step`.
+
+    Parameters: ``weight_ih`` ``(3H, input_size)``, ``weight_hh`` ``(3H, H)``, ``bias_ih`` and ``bias_hh``
+    ``(3H,)``, rows stacked in the gate order reset, update, new (r, z, n) as in torch.
+
+    Shapes: ``input`` ``(B, input_size)``, ``hx`` ``(B, H)`` (zeros when None); output ``(B, H)``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(3 * hidden_size)) if bias else None
+        _gru_uniform_(self, hidden_size)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        if input.dim() != 2 or input.shape[1] != self.input_size:
+            raise LayerInputError(
+                f"GRUCell: input must be (batch, input_size={self.input_size}), got {tuple(input.shape)}"
+            )
+        if hx is None:
+            hx = input.new_zeros(input.shape[0], self.hidden_size)
+        input_gates = nn.functional.linear(input, self.weight_ih, self.bias_ih)  # (B, 3H)
+        new_hidden, _, _ = gru_cell_step(input_gates, hx, self.weight_hh, self.bias_hh)
+        return new_hidden
+
+
+class GRUGates(NamedTuple):
+    """Gate activations of a :class:`GRU`, one ``(B, T, H)`` tensor per layer (batch-first layout)."""
+
+    reset: list[Tensor]
+    update: list[Tensor]
+
+
+class GRU(nn.Module):
+    r"""A stack of GRU layers run over whole sequences (``torch.nn.GRU``, unidirectional).
+
+    Layer ``k`` reads the outputs of layer ``k - 1`` (the input for ``k = 0``) and applies the step of
+    :func:`gru_cell_step` at every time step ``t``:
+
+    .. math:: h_t^{(k)} = \operatorname{GRUCell}^{(k)}\bigl(h_t^{(k-1)}, h_{t-1}^{(k)}\bigr)
+
+    For speed, the input projections :math:`W_{ih} x_t + b_{ih}` of all time steps are one matmul before the
+    loop, and the loop itself runs in :func:`minipt.backward.gru_sequence`, whose backward pass is derived by
+    hand (it is tested against :func:`gru_cell_step` run step by step). In training mode, dropout with
+    probability ``dropout`` acts on the outputs of every layer except the last, as in torch.
+
+    Parameters per layer ``k``: ``weight_ih_l{k}`` ``(3H, in)``, ``weight_hh_l{k}`` ``(3H, H)``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` ``(3H,)`` (gate order r, z, n).
+
+    ``forward(input, hx=None, lengths=None, return_gates=False)``:
+
+    * ``input`` ``(B, T, input_size)`` (``(T, B, input_size)`` with ``batch_first=False``);
+      ``hx`` ``(num_layers, B, H)``, zeros when None.
+    * returns ``(output, h_n)``: ``output`` ``(B, T, H)`` the last layer's states, ``h_n``
+      ``(num_layers, B, H)`` every layer's final state.
+    * ``lengths`` ``(B,)``: each sequence's true length (padding at the end). Padded steps leave the state
+      unchanged, so ``h_n`` is the state at each sequence's last real step, and their outputs are zero, as
+      with torch's ``pack_padded_sequence``.
+    * ``return_gates=True`` also returns a :class:`GRUGates` with the reset and update gates of every layer,
+      each ``(B, T, H)``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise LayerInputError(f"GRU: num_layers must be at least 1, got {num_layers}")
+        if not 0.0 <= dropout <= 1.0:
+            raise LayerInputError(f"GRU: dropout must be in [0, 1], got {dropout}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = dropout
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size
+            self.register_parameter(
+                f"weight_ih_l{layer}", nn.Parameter(torch.empty(3 * hidden_size, layer_input))
+            )
+            self.register_parameter(
+                f"weight_hh_l{layer}", nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
+            )
+            if bias:
+                self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(3 * hidden_size)))
+                self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(3 * hidden_size)))
+        _gru_uniform_(self, hidden_size)
+
+    def layer_parameters(self, layer: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """``(weight_ih, weight_hh, bias_ih, bias_hh)`` of one layer (biases None when ``bias=False``)."""
+        return (
+            getattr(self, f"weight_ih_l{layer}"),
+            getattr(self, f"weight_hh_l{layer}"),
+            getattr(self, f"bias_ih_l{layer}", None),
+            getattr(self, f"bias_hh_l{layer}", None),
+        )
+
+    def _valid_steps(self, lengths: Tensor, B: int, T: int, device: torch.device) -> Tensor:
+        """``(B, T)`` boolean, True at each sequence's real (non-padding) steps."""
+        if lengths.dim() != 1 or lengths.shape[0] != B:
+            raise LayerInputError(
+                f"GRU: lengths must be 1-D with one entry per sequence ({B}), got {tuple(lengths.shape)}"
+            )
+        if int(lengths.min()) < 1 or int(lengths.max()) > T:
+            raise LayerInputError(
+                f"GRU: lengths must lie in [1, {T}] (the padded length), got {lengths.tolist()}"
+            )
+        steps = torch.arange(T, device=device)  # (T,)
+        return steps.unsqueeze(0) < lengths.to(device).unsqueeze(1)  # (B, T)
+
+    def forward(
+        self,
+        input: Tensor,
+        hx: Tensor | None = None,
+        lengths: Tensor | None = None,
+        return_gates: bool = False,
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, GRUGates]:
+        if input.dim() != 3 or input.shape[-1] != self.input_size:
+            raise LayerInputError(
+                f"GRU: input must be 3-D with last dim input_size={self.input_size}, got {tuple(input.shape)}"
+            )
+        if not self.batch_first:
+            input = input.transpose(0, 1)  # (T, B, in) -> (B, T, in)
+        B, T, _ = input.shape
+        if hx is None:
+            hx = input.new_zeros(self.num_layers, B, self.hidden_size)
+        elif hx.shape != (self.num_layers, B, self.hidden_size):
+            raise LayerInputError(
+                "GRU: hx must be (num_layers, batch, hidden_size) = "
+                f"({self.num_layers}, {B}, {self.hidden_size}), "
+                f"got {tuple(hx.shape)}"
+            )
+        valid = None if lengths is None else self._valid_steps(lengths, B, T, input.device)
+
+        layer_input = input  # (B, T, in)
+        final_states, reset_gates, update_gates = [], [], []
+        for layer in range(self.num_layers):
+            weight_ih, weight_hh, bias_ih, bias_hh = self.layer_parameters(layer)
+            # W_ih x_t + b_ih for all steps in one matmul, then the recurrence
+            input_gates = nn.functional.linear(layer_input, weight_ih, bias_ih)  # (B, T, 3H)
+            output, last_state, reset, update = gru_sequence(
+                input_gates, hx[layer], weight_hh, bias_hh, valid
+            )  # (B, T, H), (B, H), (B, T, H), (B, T, H)
+            final_states.append(last_state)  # (B, H)
+            reset_gates.append(reset)
+            update_gates.append(update)
+            is_last = layer == self.num_layers - 1
+            layer_input = output if is_last else MF.dropout(output, self.dropout, self.training)
+        h_n = torch.stack(final_states)  # (num_layers, B, H)
+        if not self.batch_first:
+            output = output.transpose(0, 1)  # (T, B, H)
+        if return_gates:
+            return output, h_n, GRUGates(reset_gates, update_gates)
+        return output, h_n
