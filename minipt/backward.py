@@ -11,10 +11,12 @@ autograd, and with ``torch.autograd.gradcheck`` in float64.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ["gru_sequence", "GRUSequence"]
+__all__ = ["attention", "Attention", "gru_sequence", "GRUSequence"]
 
 
 class GRUSequence(torch.autograd.Function):
@@ -121,3 +123,104 @@ def gru_sequence(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One GRU layer over all steps (see :class:`GRUSequence`): ``(output, h_n, reset, update)``."""
     return GRUSequence.apply(input_gates, h0, weight_hh, bias_hh, valid)
+
+
+class Attention(torch.autograd.Function):
+    r"""Scaled dot-product attention with its backward pass derived by hand (the flash-attention identities).
+
+    Forward, with :math:`Q` already multiplied by the scale, :math:`M` the additive mask and ``blocked`` the
+    positions set to :math:`-\infty`:
+
+    .. math::
+        S = Q K^\top + M, \qquad E = e^{S - \max_j S}, \qquad s = \textstyle\sum_j E, \qquad
+        O = \frac{E\,V}{s}
+
+    (computed as :math:`E = 2^{\log_2 e\,(S - \max_j S)}`, the same number, because ``exp2`` is faster).
+
+    The weights :math:`A = E / s` are never divided out: dividing the small output ``(L, Ev)`` by :math:`s`
+    is cheaper than dividing the big ``(L, S)`` weights. A fully blocked row has :math:`E = 0` and gets
+    :math:`O = 0` (its :math:`s = 0` is replaced by 1; every other row has :math:`s \ge 1`).
+
+    Backward, given :math:`\bar O`. The softmax gradient :math:`\bar S = A \odot (\bar A - D)` needs the row
+    sums :math:`D_i = \sum_j \bar A_{ij} A_{ij}`, and since :math:`\bar A = \bar O V^\top` these equal
+    :math:`D_i = \bar O_i \cdot O_i`, a sum over the small output instead of the big weights. Then:
+
+    .. math::
+        \bar V = A^\top \bar O = E^\top \frac{\bar O}{s}, \qquad
+        \bar S = E \odot \Bigl(\frac{\bar O}{s} V^\top - \frac{D}{s}\Bigr), \qquad
+        \bar Q = \bar S K, \qquad \bar K = \bar S^\top Q, \qquad \bar M = \bar S \text{ (summed to M's shape)}
+
+    Inputs: ``scaled_query`` ``(..., L, E)``, ``key`` ``(..., S, E)``, ``value`` ``(..., S, Ev)``,
+    ``additive_mask`` broadcastable to ``(..., L, S)`` or None, ``blocked`` boolean broadcastable to
+    ``(..., L, S)`` or None. Output ``(..., L, Ev)``. The backward pass works in place, so it cannot itself be
+    differentiated again (``once_differentiable``).
+    """
+
+    @staticmethod
+    def forward(ctx, scaled_query, key, value, additive_mask, blocked):
+        # Work in base 2: e^x = 2^(x log2 e), and exp2 is several times faster than exp on CPU (above all on
+        # the -inf of masked scores). Multiplying the small query (L, E) by log2 e costs less than the scores.
+        scores = (scaled_query * LOG2_E) @ key.transpose(-2, -1)  # log2(e) * Q K^T, (..., L, S)
+        bias = _base2_bias(additive_mask, blocked, scores.dtype)  # log2(e) * M, -inf where blocked
+        if bias is not None:
+            scores.add_(bias)
+        # a fully blocked row has max -inf; clamping it to a finite number makes its E exactly 0, not nan
+        row_max = scores.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).min)  # (..., L, 1)
+        exponentials = scores.sub_(row_max).exp2_()  # E = e^(S - max S), (..., L, S), computed in place
+        inverse_sums = exponentials.sum(dim=-1, keepdim=True).clamp_min(1.0).reciprocal()  # 1/s, (..., L, 1)
+        output = (exponentials @ value) * inverse_sums  # (..., L, Ev)
+        ctx.save_for_backward(scaled_query, key, value, exponentials, inverse_sums, output)
+        ctx.mask_shape = None if additive_mask is None else additive_mask.shape
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        scaled_query, key, value, exponentials, inverse_sums, output = ctx.saved_tensors
+        scaled_grad_output = grad_output * inverse_sums  # dO / s, (..., L, Ev)
+        row_dots = (grad_output * output).sum(dim=-1, keepdim=True) * inverse_sums  # D / s, (..., L, 1)
+        grad_value = exponentials.transpose(-2, -1) @ scaled_grad_output  # (..., S, Ev)
+        grad_scores = (scaled_grad_output @ value.transpose(-2, -1)).sub_(row_dots).mul_(exponentials)
+        grad_query = grad_scores @ key  # (..., L, E)
+        grad_key = grad_scores.transpose(-2, -1) @ scaled_query  # (..., S, E)
+        grad_mask = None
+        if ctx.mask_shape is not None and ctx.needs_input_grad[3]:
+            grad_mask = grad_scores.sum_to_size(ctx.mask_shape)
+        return (
+            _sum_to_shape(grad_query, scaled_query.shape),
+            _sum_to_shape(grad_key, key.shape),
+            _sum_to_shape(grad_value, value.shape),
+            grad_mask,
+            None,
+        )
+
+
+LOG2_E = 1.0 / math.log(2.0)  # log2(e)
+
+
+def _base2_bias(additive_mask: Tensor | None, blocked: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """The mask as one additive term in base-2 units: ``log2(e) * M``, and ``-inf`` where blocked.
+
+    Adding a float mask is several times faster than ``masked_fill`` with a broadcast boolean mask.
+    """
+    if blocked is None:
+        return None if additive_mask is None else additive_mask * LOG2_E
+    bias = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device).masked_fill_(blocked, float("-inf"))
+    return bias if additive_mask is None else bias + additive_mask * LOG2_E
+
+
+def _sum_to_shape(gradient: Tensor, shape: torch.Size) -> Tensor:
+    """Undo broadcasting over leading dims (e.g. one key shared by every head) by summing the gradient."""
+    return gradient if gradient.shape == shape else gradient.sum_to_size(shape)
+
+
+def attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    additive_mask: Tensor | None,
+    blocked: Tensor | None,
+    scale: float,
+) -> Tensor:
+    """``softmax(Q K^T * scale + M, blocked -> -inf) V`` through :class:`Attention`; shapes as there."""
+    return Attention.apply(query * scale, key, value, additive_mask, blocked)

@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor
 
+from minipt.backward import attention
+
 __all__ = [
     "softmax",
     "log_softmax",
@@ -168,16 +170,25 @@ def scaled_dot_product_attention(
     E = query.shape[-1]
     L, S = query.shape[-2], key.shape[-2]
     scale = 1.0 / math.sqrt(E) if scale is None else scale
-    scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, S)
 
     blocked = None  # (..., L, S) boolean, True where a query may not look
+    added = None  # a float attn_mask, added to the scores
     if is_causal:
         blocked = torch.ones(L, S, dtype=torch.bool, device=query.device).triu(diagonal=1)
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:
             blocked = ~attn_mask if blocked is None else blocked | ~attn_mask
         else:
-            scores = scores + attn_mask
+            added = attn_mask
+
+    if dropout_p == 0.0 and not return_weights:
+        # Fast path: the same formula with a hand-derived backward pass (minipt/backward.py). The lines
+        # below are the readable reference that tests/test_nn.py checks it against.
+        return attention(query, key, value, added, blocked, scale)
+
+    scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, S)
+    if added is not None:
+        scores = scores + added
     if blocked is not None:
         scores = scores.masked_fill(blocked, float("-inf"))
 
