@@ -106,13 +106,13 @@ def main() -> None:
         minipt_step, torch_step = make_pair()
         minipt_s, torch_s, ratio = interleaved_medians(minipt_step, torch_step, args.rounds)
         rows.append((name, minipt_s, torch_s, ratio, target))
-        print(f"{name:52s} minipt {minipt_s * 1e3:8.2f} ms  torch {torch_s * 1e3:8.2f} ms  ratio {ratio:4.2f}x")
+        print(f"{name:52s} minipt {minipt_s * 1e3:8.2f} ms  torch {torch_s * 1e3:8.2f} ms  {ratio:4.2f}x")
 
     lines = [
         machine_line(),
         "",
-        f"Median forward + backward time over {args.rounds} alternating rounds (after 2 warm-up rounds); the ratio",
-        "is the median of the per-round ratios minipt / torch. Float32, CPU, dropout 0.",
+        f"Median forward + backward time over {args.rounds} alternating rounds (after 2 warm-up rounds);",
+        "the ratio is the median of the per-round ratios minipt / torch. Float32, CPU, dropout 0.",
         "",
         "| piece | minipt (ms) | torch (ms) | ratio | target |",
         "|---|---:|---:|---:|---:|",

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["attention", "Attention", "gru_sequence", "GRUSequence"]
+__all__ = ["attention", "Attention", "gru_sequence", "GRUSequence", "layer_norm", "LayerNorm"]
 
 
 class GRUSequence(torch.autograd.Function):
@@ -224,3 +224,67 @@ def attention(
 ) -> Tensor:
     """``softmax(Q K^T * scale + M, blocked -> -inf) V`` through :class:`Attention`; shapes as there."""
     return Attention.apply(query * scale, key, value, additive_mask, blocked)
+
+
+class LayerNorm(torch.autograd.Function):
+    r"""Layer normalisation over the last ``D``-sized dims with its backward pass derived by hand.
+
+    Forward, per row of ``D`` entries:
+
+    .. math::
+        \mu = \tfrac1D \textstyle\sum_d x_d, \quad
+        \rho = \bigl(\tfrac1D \sum_d (x_d - \mu)^2 + \epsilon\bigr)^{-1/2}, \quad
+        \hat x = (x - \mu)\,\rho, \quad y = \hat x \odot \gamma + \beta
+
+    Backward, given :math:`\bar y` (means over the row, the last ``D``-sized dims):
+
+    .. math::
+        \bar{\hat x} = \bar y \odot \gamma, \qquad
+        \bar x = \rho\,\Bigl(\bar{\hat x} - \operatorname{mean}(\bar{\hat x})
+                 - \hat x \operatorname{mean}(\bar{\hat x} \odot \hat x)\Bigr), \qquad
+        \bar\gamma = \textstyle\sum_{\text{rows}} \bar y \odot \hat x, \qquad
+        \bar\beta = \sum_{\text{rows}} \bar y
+
+    (the two means are what normalising takes away: shifting all of ``x`` or scaling it changes nothing).
+    Inputs: ``input`` ``(..., *normalized_shape)``, ``weight`` and ``bias`` ``normalized_shape`` or None,
+    ``num_dims = len(normalized_shape)``, ``eps``.
+    """
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, num_dims, eps):
+        dims = tuple(range(-num_dims, 0))
+        mean = input.mean(dim=dims, keepdim=True)
+        centred = input - mean
+        inverse_std = (centred * centred).mean(dim=dims, keepdim=True).add_(eps).rsqrt_()  # rho, (..., 1)
+        normalised = centred.mul_(inverse_std)  # x hat, in place of the centred values
+        output = normalised
+        if weight is not None:
+            output = output * weight
+        if bias is not None:
+            output = output + bias
+        elif weight is None:
+            output = output.clone()  # never hand out the tensor saved for backward
+        ctx.save_for_backward(normalised, inverse_std, weight)
+        ctx.dims, ctx.has_bias = dims, bias is not None
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        normalised, inverse_std, weight = ctx.saved_tensors
+        dims = ctx.dims
+        grad_normalised = grad_output if weight is None else grad_output * weight  # (..., *normalized_shape)
+        mean_grad = grad_normalised.mean(dim=dims, keepdim=True)
+        mean_grad_dot = (grad_normalised * normalised).mean(dim=dims, keepdim=True)
+        grad_input = (grad_normalised - mean_grad).sub_(normalised * mean_grad_dot).mul_(inverse_std)
+        row_dims = tuple(range(grad_output.dim() - len(dims)))  # every dim that is not normalised
+        grad_weight = (grad_output * normalised).sum(dim=row_dims) if weight is not None else None
+        grad_bias = grad_output.sum(dim=row_dims) if ctx.has_bias else None
+        return grad_input, grad_weight, grad_bias, None, None
+
+
+def layer_norm(
+    input: Tensor, weight: Tensor | None, bias: Tensor | None, num_dims: int, eps: float
+) -> Tensor:
+    """Layer norm over the last ``num_dims`` dims through :class:`LayerNorm`; shapes as there."""
+    return LayerNorm.apply(input, weight, bias, num_dims, eps)

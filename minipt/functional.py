@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from minipt.backward import attention
+from minipt.backward import layer_norm as fused_layer_norm
 
 __all__ = [
     "softmax",
@@ -234,6 +235,11 @@ def layer_norm(
         raise ValueError(
             f"layer_norm: input shape {tuple(input.shape)} does not end with normalized_shape {normalized_shape}"
         )
+    if torch.is_grad_enabled():
+        # Fast path when autograd is recording: the same formula with a hand-derived backward pass
+        # (minipt/backward.py). The lines below are the readable reference that tests/test_nn.py checks it
+        # against, and what runs under torch.no_grad().
+        return fused_layer_norm(input, weight, bias, len(normalized_shape), eps)
     dims = tuple(range(-len(normalized_shape), 0))
     mean = input.mean(dim=dims, keepdim=True)
     centred = input - mean
@@ -268,8 +274,12 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
 
 def relu(input: Tensor) -> Tensor:
-    r"""Rectified linear unit, :math:`\operatorname{ReLU}(x) = \max(x, 0)`. Elementwise."""
-    return input.clamp_min(0.0)
+    r"""Rectified linear unit, :math:`\operatorname{ReLU}(x) = \max(x, 0)`. Elementwise.
+
+    The gradient is 1 where :math:`x > 0` and 0 elsewhere (0 at :math:`x = 0` too, as torch). ``torch.relu``
+    computes exactly this max; its backward is several times faster on CPU than that of ``clamp_min``.
+    """
+    return torch.relu(input)
 
 
 def dropout(
