@@ -150,37 +150,53 @@ class Attention(torch.autograd.Function):
         \bar S = E \odot \Bigl(\frac{\bar O}{s} V^\top - \frac{D}{s}\Bigr), \qquad
         \bar Q = \bar S K, \qquad \bar K = \bar S^\top Q, \qquad \bar M = \bar S \text{ (summed to M's shape)}
 
+    Dropout with probability :math:`p` multiplies the weights by :math:`K / (1 - p)`, :math:`K_{ij}` = 1
+    (kept) or 0: with :math:`E' = E \odot K / (1 - p)` the output is :math:`O = E' V / s`. The identity
+    :math:`D_i = \bar O_i \cdot O_i` still holds, and :math:`\bar V = E'^\top \bar O / s`,
+    :math:`\bar S = E' \odot (\bar O / s)\,V^\top - E \odot D / s`.
+
     Inputs: ``scaled_query`` ``(..., L, E)``, ``key`` ``(..., S, E)``, ``value`` ``(..., S, Ev)``,
     ``additive_mask`` broadcastable to ``(..., L, S)`` or None, ``blocked`` boolean broadcastable to
-    ``(..., L, S)`` or None. Output ``(..., L, Ev)``. The backward pass works in place, so it cannot itself be
-    differentiated again (``once_differentiable``).
+    ``(..., L, S)`` or None, ``dropout_p`` in ``[0, 1)``, ``generator`` for the dropout draws or None (the
+    draws are those of :func:`minipt.functional.dropout`). Output ``(..., L, Ev)``. The backward pass works
+    in place, so it cannot itself be differentiated again (``once_differentiable``).
     """
 
     @staticmethod
-    def forward(ctx, scaled_query, key, value, additive_mask, blocked):
+    def forward(ctx, scaled_query, key, value, additive_mask, blocked, dropout_p, generator):
         # Work in base 2: e^x = 2^(x log2 e), and exp2 is several times faster than exp on CPU (above all on
         # the -inf of masked scores). Multiplying the small query (L, E) by log2 e costs less than the scores.
         scores = (scaled_query * LOG2_E) @ key.transpose(-2, -1)  # log2(e) * Q K^T, (..., L, S)
         bias = _base2_bias(additive_mask, blocked, scores.dtype)  # log2(e) * M, -inf where blocked
-        if bias is not None:
+        if bias is not None and torch.broadcast_shapes(bias.shape, scores.shape) == scores.shape:
             scores.add_(bias)
+        elif bias is not None:  # a mask with more batch dims than Q K^T
+            scores = scores + bias
         # a fully blocked row has max -inf; clamping it to a finite number makes its E exactly 0, not nan
         row_max = scores.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).min)  # (..., L, 1)
         exponentials = scores.sub_(row_max).exp2_()  # E = e^(S - max S), (..., L, S), computed in place
         inverse_sums = exponentials.sum(dim=-1, keepdim=True).clamp_min(1.0).reciprocal()  # 1/s, (..., L, 1)
-        output = (exponentials @ value) * inverse_sums  # (..., L, Ev)
-        ctx.save_for_backward(scaled_query, key, value, exponentials, inverse_sums, output)
+        kept_exponentials = exponentials  # E', the weights actually applied to V
+        if dropout_p > 0.0:
+            uniform = torch.rand(exponentials.shape, generator=generator, dtype=exponentials.dtype)
+            kept_exponentials = exponentials * (uniform >= dropout_p) * (1.0 / (1.0 - dropout_p))
+        output = (kept_exponentials @ value) * inverse_sums  # (..., L, Ev)
+        ctx.save_for_backward(scaled_query, key, value, exponentials, kept_exponentials, inverse_sums, output)
         ctx.mask_shape = None if additive_mask is None else additive_mask.shape
         return output
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
-        scaled_query, key, value, exponentials, inverse_sums, output = ctx.saved_tensors
+        scaled_query, key, value, exponentials, kept_exponentials, inverse_sums, output = ctx.saved_tensors
         scaled_grad_output = grad_output * inverse_sums  # dO / s, (..., L, Ev)
         row_dots = (grad_output * output).sum(dim=-1, keepdim=True) * inverse_sums  # D / s, (..., L, 1)
-        grad_value = exponentials.transpose(-2, -1) @ scaled_grad_output  # (..., S, Ev)
-        grad_scores = (scaled_grad_output @ value.transpose(-2, -1)).sub_(row_dots).mul_(exponentials)
+        grad_value = kept_exponentials.transpose(-2, -1) @ scaled_grad_output  # (..., S, Ev)
+        grad_scores = scaled_grad_output @ value.transpose(-2, -1)  # (dO / s) V^T, (..., L, S)
+        if kept_exponentials is exponentials:  # no dropout: E ((dO / s) V^T - D / s)
+            grad_scores.sub_(row_dots).mul_(exponentials)
+        else:  # E' (dO / s) V^T - E D / s
+            grad_scores.mul_(kept_exponentials).sub_(exponentials * row_dots)
         grad_query = grad_scores @ key  # (..., L, E)
         grad_key = grad_scores.transpose(-2, -1) @ scaled_query  # (..., S, E)
         grad_mask = None
@@ -191,6 +207,8 @@ class Attention(torch.autograd.Function):
             _sum_to_shape(grad_key, key.shape),
             _sum_to_shape(grad_value, value.shape),
             grad_mask,
+            None,
+            None,
             None,
         )
 
@@ -221,9 +239,11 @@ def attention(
     additive_mask: Tensor | None,
     blocked: Tensor | None,
     scale: float,
+    dropout_p: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
-    """``softmax(Q K^T * scale + M, blocked -> -inf) V`` through :class:`Attention`; shapes as there."""
-    return Attention.apply(query * scale, key, value, additive_mask, blocked)
+    """``dropout(softmax(Q K^T * scale + M, blocked -> -inf)) V`` through :class:`Attention`."""
+    return Attention.apply(query * scale, key, value, additive_mask, blocked, dropout_p, generator)
 
 
 class LayerNorm(torch.autograd.Function):

@@ -182,10 +182,10 @@ def scaled_dot_product_attention(
         else:
             added = attn_mask
 
-    if dropout_p == 0.0 and not return_weights:
+    if not return_weights and dropout_p < 1.0:
         # Fast path: the same formula with a hand-derived backward pass (minipt/backward.py). The lines
         # below are the readable reference that tests/test_nn.py checks it against.
-        return attention(query, key, value, added, blocked, scale)
+        return attention(query, key, value, added, blocked, scale, dropout_p, generator)
 
     scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, S)
     if added is not None:

@@ -507,15 +507,43 @@ def test_fast_attention_matches_the_readable_formula(mask_kind):
         assert_close(fast, F.scaled_dot_product_attention(query, key, value, attn_mask, is_causal=is_causal))
 
 
-def test_fast_attention_gradcheck():
+def test_fast_attention_dropout_matches_the_readable_formula():
+    torch.manual_seed(0)
+    double = dict(dtype=torch.float64, requires_grad=True)
+    query, key, value = (torch.randn(2, 3, 4, 5, **double) for _ in range(3))
+    leaves = [query, key, value]
+    # the same generator seed -> the same dropout draws in both paths
+    fast = MF.scaled_dot_product_attention(
+        query, key, value, dropout_p=0.4, is_causal=True, generator=torch.Generator().manual_seed(7)
+    )
+    reference, weights = MF.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        dropout_p=0.4,
+        is_causal=True,
+        generator=torch.Generator().manual_seed(7),
+        return_weights=True,
+    )
+    assert (weights == 0).any() and (weights.tril() == 0).any()  # some allowed weights were dropped
+    assert_close(fast, reference, **FLOAT64)
+    for a, e in zip(gradients(fast, leaves), gradients(reference, leaves), strict=True):
+        assert_close(a, e, **FLOAT64)
+
+
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+def test_fast_attention_gradcheck(dropout_p):
     torch.manual_seed(0)
     double = dict(dtype=torch.float64, requires_grad=True)
     query, key, value = (torch.randn(2, 3, 4, **double) for _ in range(3))
     bias = torch.randn(3, 3, **double)
     blocked = torch.tensor([[False, True, True], [False, False, True], [True, True, True]])  # last row dead
-    assert torch.autograd.gradcheck(
-        lambda q, k, v, m: backward.attention(q, k, v, m, blocked, scale=0.5), (query, key, value, bias)
-    )
+
+    def fast(q, k, v, m):  # a fresh generator each call: gradcheck needs the same dropout draws every time
+        generator = torch.Generator().manual_seed(3)
+        return backward.attention(q, k, v, m, blocked, 0.5, dropout_p, generator)
+
+    assert torch.autograd.gradcheck(fast, (query, key, value, bias))
 
 
 @pytest.mark.parametrize("affine", [True, False])
