@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["attention", "Attention", "gru_sequence", "GRUSequence", "layer_norm", "LayerNorm"]
+__all__ = ["attention", "Attention", "gelu", "GELU", "gru_sequence", "GRUSequence", "layer_norm", "LayerNorm"]
 
 
 class GRUSequence(torch.autograd.Function):
@@ -308,3 +308,57 @@ def layer_norm(
 ) -> Tensor:
     """Layer norm over the last ``num_dims`` dims through :class:`LayerNorm`; shapes as there."""
     return LayerNorm.apply(input, weight, bias, num_dims, eps)
+
+
+class GELU(torch.autograd.Function):
+    r"""GELU with its derivative written out (autograd would replay every elementwise step of the formula).
+
+    Exact form, with :math:`\Phi` the standard normal CDF and :math:`\varphi` its density:
+
+    .. math::
+        y = x\,\Phi(x), \qquad \frac{dy}{dx} = \Phi(x) + x\,\varphi(x), \qquad
+        \Phi(x) = \tfrac12\bigl(1 + \operatorname{erf}(x/\sqrt2)\bigr), \quad
+        \varphi(x) = \frac{e^{-x^2/2}}{\sqrt{2\pi}}
+
+    ``approximate="tanh"``, with :math:`u = \sqrt{2/\pi}\,(x + 0.044715\,x^3)` and :math:`t = \tanh u`:
+
+    .. math::
+        y = \tfrac12 x (1 + t), \qquad
+        \frac{dy}{dx} = \tfrac12 (1 + t) + \tfrac12 x\,(1 - t^2)\,\sqrt{2/\pi}\,(1 + 3 \cdot 0.044715\,x^2)
+
+    Shapes: elementwise.
+    """
+
+    @staticmethod
+    def forward(ctx, input, approximate):
+        if approximate == "tanh":
+            tanh_u = torch.tanh(SQRT_2_OVER_PI * (input + 0.044715 * input * input * input))
+            gate = 0.5 * (1.0 + tanh_u)  # plays the role of Phi(x)
+            ctx.save_for_backward(input, tanh_u)
+        else:
+            gate = 0.5 * (1.0 + torch.erf(input * (1.0 / math.sqrt(2.0))))  # Phi(x)
+            ctx.save_for_backward(input, gate)
+        ctx.approximate = approximate
+        return input * gate
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        input, saved = ctx.saved_tensors
+        if ctx.approximate == "tanh":
+            tanh_u = saved
+            du_dx = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * input * input)
+            derivative = 0.5 * (1.0 + tanh_u) + 0.5 * input * (1.0 - tanh_u * tanh_u) * du_dx
+        else:
+            cdf = saved
+            density = torch.exp(-0.5 * input * input) * (1.0 / math.sqrt(2.0 * math.pi))  # phi(x)
+            derivative = cdf + input * density
+        return grad_output * derivative, None
+
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
+    """GELU through :class:`GELU`; ``approximate`` is ``"none"`` or ``"tanh"``."""
+    return GELU.apply(input, approximate)

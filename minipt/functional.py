@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from minipt.backward import attention
+from minipt.backward import gelu as fused_gelu
 from minipt.backward import layer_norm as fused_layer_norm
 
 __all__ = [
@@ -265,12 +266,16 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
     Shapes: elementwise; output the shape of ``input``.
     """
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    if torch.is_grad_enabled():
+        # Fast path when autograd is recording: the same formula with its derivative written out
+        # (minipt/backward.py); the lines below are the readable reference it is tested against.
+        return fused_gelu(input, approximate)
     if approximate == "none":
         return 0.5 * input * (1.0 + torch.erf(input * (1.0 / math.sqrt(2.0))))
-    if approximate == "tanh":
-        inner = math.sqrt(2.0 / math.pi) * (input + 0.044715 * input * input * input)
-        return 0.5 * input * (1.0 + torch.tanh(inner))
-    raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    inner = math.sqrt(2.0 / math.pi) * (input + 0.044715 * input * input * input)  # approximate == "tanh"
+    return 0.5 * input * (1.0 + torch.tanh(inner))
 
 
 def relu(input: Tensor) -> Tensor:

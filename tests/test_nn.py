@@ -562,3 +562,17 @@ def test_fast_layer_norm_matches_the_readable_formula(affine):
         return backward.layer_norm(x, weight, bias, 2, 1e-5)
 
     assert torch.autograd.gradcheck(fused, (x, weight, bias) if affine else (x,))
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_fast_gelu_matches_the_readable_formula(approximate):
+    torch.manual_seed(0)
+    x = (torch.randn(40, dtype=torch.float64) * 3).requires_grad_()
+    with torch.no_grad():  # no autograd recording -> functional.gelu runs its readable lines
+        reference = MF.gelu(x, approximate)
+    assert_close(backward.gelu(x, approximate), reference, **FLOAT64)
+    assert torch.autograd.gradcheck(lambda x: backward.gelu(x, approximate), (x,))
+    # and the derivative at 0 by hand: Phi(0) + 0 * phi(0) = 1/2 (tanh form: (1 + tanh 0) / 2 = 1/2)
+    zero = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(backward.gelu(zero, approximate).sum(), zero)
+    assert_close(slope, torch.tensor([0.5], dtype=torch.float64), **FLOAT64)
