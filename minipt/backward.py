@@ -331,12 +331,14 @@ class GELU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, approximate):
+        # in-place steps on fresh temporaries: each full-size pass over memory costs as much as the maths
         if approximate == "tanh":
-            tanh_u = torch.tanh(SQRT_2_OVER_PI * (input + 0.044715 * input * input * input))
-            gate = 0.5 * (1.0 + tanh_u)  # plays the role of Phi(x)
+            cubic = (input * input).mul_(0.044715).add_(1.0).mul_(input)  # x + 0.044715 x^3
+            tanh_u = cubic.mul_(SQRT_2_OVER_PI).tanh_()  # t = tanh(u)
+            gate = (tanh_u + 1.0).mul_(0.5)  # plays the role of Phi(x)
             ctx.save_for_backward(input, tanh_u)
         else:
-            gate = 0.5 * (1.0 + torch.erf(input * (1.0 / math.sqrt(2.0))))  # Phi(x)
+            gate = (input * (1.0 / math.sqrt(2.0))).erf_().add_(1.0).mul_(0.5)  # Phi(x)
             ctx.save_for_backward(input, gate)
         ctx.approximate = approximate
         return input * gate
@@ -345,15 +347,17 @@ class GELU(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         input, saved = ctx.saved_tensors
+        squared = input * input
         if ctx.approximate == "tanh":
             tanh_u = saved
-            du_dx = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * input * input)
-            derivative = 0.5 * (1.0 + tanh_u) + 0.5 * input * (1.0 - tanh_u * tanh_u) * du_dx
+            du_dx = squared.mul_(3.0 * 0.044715).add_(1.0).mul_(SQRT_2_OVER_PI)  # u'(x)
+            # 1/2 (1 + t) + 1/2 x (1 - t^2) u'  =  1/2 (1 + t + x (1 - t^2) u')
+            derivative = (1.0 - tanh_u * tanh_u).mul_(du_dx).mul_(input).add_(tanh_u).add_(1.0).mul_(0.5)
         else:
             cdf = saved
-            density = torch.exp(-0.5 * input * input) * (1.0 / math.sqrt(2.0 * math.pi))  # phi(x)
-            derivative = cdf + input * density
-        return grad_output * derivative, None
+            density = squared.mul_(-0.5).exp_().mul_(1.0 / math.sqrt(2.0 * math.pi))  # phi(x)
+            derivative = density.mul_(input).add_(cdf)  # Phi(x) + x phi(x)
+        return derivative.mul_(grad_output), None
 
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
