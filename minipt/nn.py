@@ -41,6 +41,7 @@ __all__ = [
     "LayerNorm",
     "MultiheadAttention",
     "TransformerEncoderLayer",
+    "gru_cell_step",
     "GRUCell",
     "GRU",
     "GRUGates",
@@ -317,15 +318,21 @@ class TransformerEncoderLayer(nn.Module):
         self.activation = activation
 
     def _self_attention_block(
-        self, x: Tensor, src_mask: Tensor | None, src_key_padding_mask: Tensor | None, is_causal: bool
+        self,
+        x: Tensor,
+        src_mask: Tensor | None,
+        src_key_padding_mask: Tensor | None,
+        is_causal: bool,
+        need_weights: bool,
     ) -> tuple[Tensor, Tensor | None]:
+        """``dropout1(MHA(x, x, x))`` and the per-head weights ``(B, nhead, T, T)`` (None unless asked)."""
         attended, weights = self.self_attn(
             x,
             x,
             x,
             attn_mask=src_mask,
             key_padding_mask=src_key_padding_mask,
-            need_weights=self._need_weights,
+            need_weights=need_weights,
             average_attn_weights=False,
             is_causal=is_causal,
         )
@@ -344,16 +351,17 @@ class TransformerEncoderLayer(nn.Module):
         is_causal: bool = False,
         need_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        self._need_weights = need_weights
         x = src
         if self.norm_first:
             attended, weights = self._self_attention_block(
-                self.norm1(x), src_mask, src_key_padding_mask, is_causal
+                self.norm1(x), src_mask, src_key_padding_mask, is_causal, need_weights
             )
             x = x + attended
             x = x + self._feed_forward_block(self.norm2(x))
         else:
-            attended, weights = self._self_attention_block(x, src_mask, src_key_padding_mask, is_causal)
+            attended, weights = self._self_attention_block(
+                x, src_mask, src_key_padding_mask, is_causal, need_weights
+            )
             x = self.norm1(x + attended)
             x = self.norm2(x + self._feed_forward_block(x))
         if need_weights:
