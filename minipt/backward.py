@@ -178,7 +178,9 @@ class Attention(torch.autograd.Function):
         inverse_sums = exponentials.sum(dim=-1, keepdim=True).clamp_min(1.0).reciprocal()  # 1/s, (..., L, 1)
         kept_exponentials = exponentials  # E', the weights actually applied to V
         if dropout_p > 0.0:
-            uniform = torch.rand(exponentials.shape, generator=generator, dtype=exponentials.dtype)
+            uniform = torch.rand(
+                exponentials.shape, generator=generator, dtype=exponentials.dtype, device=exponentials.device
+            )
             kept_exponentials = exponentials * (uniform >= dropout_p) * (1.0 / (1.0 - dropout_p))
         output = (kept_exponentials @ value) * inverse_sums  # (..., L, Ev)
         ctx.save_for_backward(scaled_query, key, value, exponentials, kept_exponentials, inverse_sums, output)
