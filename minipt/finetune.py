@@ -1,0 +1,176 @@
+r"""Finetuning strategies: small functions over the models' common interface.
+
+Every minipt model (``TransformerLM``, ``GRULM``, and ``SequenceClassifier`` wrapping either) exposes
+
+* ``embedding`` — the token (and position) embeddings, the lowest part;
+* ``layers``    — an ``nn.ModuleList``, **lowest first**: "freeze the lower k layers" counts these;
+* everything else (final norm, LM head, classification head) is the *top*, and always trains.
+
+The strategies:
+
+* :func:`freeze` — embedding + lowest ``k`` layers frozen (``k="all"``: a linear probe; ``k=0``: full finetuning);
+* :func:`gradual_unfreezing_k` — ULMFiT's schedule, one more layer from the top every ``every`` steps/epochs;
+* :func:`discriminative_param_groups` — layer ``l`` learns at ``lr * decay**(top - l)``;
+* :func:`reinit_top_layers` — start the top ``r`` layers afresh;
+* :func:`l2sp_penalty` — :math:`\lambda \lVert\theta - \theta^{0}\rVert^2`, pulling weights to their pretrained values.
+
+A frozen module is also kept in evaluation mode (no dropout): ``minipt.train`` switches every module whose
+parameters are all frozen back to ``eval()`` after ``model.train()``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def _layer_count(model: nn.Module) -> int:
+    return len(model.layers)
+
+
+def parse_freeze(value: str | int, n_layers: int) -> int:
+    """Turn ``"all"`` / ``"none"`` / an integer into the number of frozen layers, checking the range."""
+    if value == "all":
+        return n_layers
+    if value == "none":
+        return 0
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--freeze must be an integer, 'all' or 'none', got {value!r}") from None
+    if not 0 <= k <= n_layers:
+        raise ValueError(f"--freeze must be between 0 and {n_layers} (the model has {n_layers} layers), got {k}")
+    return k
+
+
+def freeze(model: nn.Module, k: int | str) -> list[nn.Module]:
+    """Freeze the embedding and the lowest ``k`` layers; unfreeze everything else.
+
+    ``k = 0`` is full finetuning (nothing frozen, the embedding trains too); ``k = len(model.layers)`` or
+    ``"all"`` trains only what sits above the layers (final norm and heads): a linear probe.
+    Returns the frozen modules, lowest first. Frozen modules are put in ``eval()`` mode so that their dropout is
+    off; the optimizer should be given only ``[p for p in model.parameters() if p.requires_grad]``.
+    """
+    k = parse_freeze(k, _layer_count(model))
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    frozen: list[nn.Module] = [model.embedding, *model.layers[:k]] if k > 0 else []
+    for module in frozen:
+        module.requires_grad_(False)
+        module.eval()
+    return frozen
+
+
+def gradual_unfreezing_k(step: int, every: int, n_layers: int) -> int:
+    """ULMFiT's gradual unfreezing: how many layers are frozen at ``step``.
+
+    Stage ``s = step // every`` (``every`` steps or epochs per stage). At stage 0 only the top (head) trains, so
+    all ``n_layers`` layers are frozen; each stage unfreezes **one more layer from the top**; at stage
+    ``n_layers`` nothing is frozen (embedding included) and it stays so:
+
+    .. math::
+        k(s) = \\max(n_{\\text{layers}} - s, 0), \\qquad s = \\lfloor \\text{step} / \\text{every} \\rfloor
+
+    Example with 3 layers, every = 10: steps 0-9 freeze 3 (head only), 10-19 freeze 2 (top layer trains),
+    20-29 freeze 1, from step 30 on freeze 0 (full finetuning).
+    """
+    if every <= 0:
+        raise ValueError(f"gradual unfreezing needs a positive stage length, got {every}")
+    stage = step // every
+    return max(n_layers - stage, 0)
+
+
+def discriminative_param_groups(
+    model: nn.Module, lr: float, decay: float = 1 / 2.6, weight_decay: float = 0.0
+) -> list[dict]:
+    r"""One parameter group per level, the lower the level the smaller the learning rate (ULMFiT).
+
+    Levels: the embedding is level 0, ``layers[i]`` is level ``i + 1``, everything above the layers (final norm
+    and heads) is the top level :math:`T = n_{\text{layers}} + 1`. Level ``l`` learns at
+
+    .. math::
+        \text{lr}_l = \text{lr} \cdot \text{decay}^{\,T - l}
+
+    so the head gets ``lr``, the top layer ``lr * decay``, ..., the embedding ``lr * decay**T``.
+    Frozen parameters (``requires_grad=False``) are left out. Each group carries a ``name`` for logging.
+    """
+    n_layers = _layer_count(model)
+    top = n_layers + 1
+    seen: set[int] = set()
+
+    def trainable(module: nn.Module) -> list[Tensor]:
+        found = []
+        for parameter in module.parameters():
+            if parameter.requires_grad and id(parameter) not in seen:
+                seen.add(id(parameter))
+                found.append(parameter)
+        return found
+
+    levels = [("embedding", 0, model.embedding)]
+    levels += [(f"layers.{i}", i + 1, layer) for i, layer in enumerate(model.layers)]
+    groups = []
+    for name, level, module in levels:
+        params = trainable(module)
+        if params:
+            groups.append({"name": name, "params": params, "lr": lr * decay ** (top - level),
+                           "weight_decay": weight_decay})
+    # the top: every remaining trainable parameter (final norm, LM head, classification head)
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    if rest:
+        groups.append({"name": "top", "params": rest, "lr": lr, "weight_decay": weight_decay})
+    return groups
+
+
+def reinit_top_layers(model: nn.Module, r: int, generator: torch.Generator | None = None) -> None:
+    """Re-initialise the top ``r`` layers with the model's own initialisation (``model.init_weights``).
+
+    Pretraining's top layers are the most specialised to the pretraining objective; starting them afresh can
+    help a different task (Zhang et al., 2021, "Revisiting few-sample BERT fine-tuning").
+    """
+    n_layers = _layer_count(model)
+    if not 0 <= r <= n_layers:
+        raise ValueError(f"--reinit-top must be between 0 and {n_layers}, got {r}")
+    if r == 0:
+        return
+    for layer in model.layers[n_layers - r :]:
+        model.init_layer(layer, generator=generator)
+
+
+def snapshot(model: nn.Module) -> dict[str, Tensor]:
+    """A detached copy of every parameter, by name: the reference point :math:`\\theta^0` for L2-SP."""
+    return {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+
+
+def l2sp_penalty(model: nn.Module, reference: dict[str, Tensor], strength: float) -> Tensor:
+    r"""L2-SP (Li et al., 2018): pull each pretrained weight toward its starting point.
+
+    .. math::
+        \Omega(\theta) = \lambda \sum_{w \in \text{pretrained}} \lVert w - w^{0} \rVert_2^2
+
+    Plain weight decay pulls weights toward **zero**, which for a pretrained model means forgetting; L2-SP pulls
+    them toward what pretraining learned. Only trainable parameters present in ``reference`` count (a new head
+    has no pretrained value).
+    """
+    penalty = None
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad and name in reference:
+            term = (parameter - reference[name]).pow(2).sum()
+            penalty = term if penalty is None else penalty + term
+    if penalty is None:  # nothing pretrained is trainable (a linear probe): no penalty
+        return next(model.parameters()).new_zeros(())
+    return strength * penalty
+
+
+def trainable_parameter_table(model: nn.Module) -> list[tuple[str, int, int]]:
+    """Rows ``(part, trainable, total)`` for the embedding, each layer, and the top — printed before finetuning."""
+    def count(params) -> tuple[int, int]:
+        params = list(params)
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    rows = [("embedding", *count(model.embedding.parameters()))]
+    seen = {id(p) for p in model.embedding.parameters()}
+    for i, layer in enumerate(model.layers):
+        rows.append((f"layers.{i}", *count(layer.parameters())))
+        seen |= {id(p) for p in layer.parameters()}
+    rows.append(("top (norm + heads)", *count(p for p in model.parameters() if id(p) not in seen)))
+    return rows
