@@ -1,0 +1,239 @@
+r"""``TransformerLM``: a GPT-style (causal) or BERT-style (bidirectional) Transformer language model.
+
+.. math::
+    h^{(0)} &= \operatorname{dropout}\bigl(E[x_t] + P[t]\bigr)                                   \\
+    h^{(l)} &= \operatorname{Block}_l\bigl(h^{(l-1)}\bigr), \qquad l = 1, \dots, n_{\text{layers}} \\
+    z_t     &= \operatorname{LayerNorm}\bigl(h^{(n_{\text{layers}})}_t\bigr)\, W_{\text{head}}^\top
+
+Each block is a pre-norm :class:`minipt.nn.TransformerEncoderLayer` with GELU,
+:math:`h \leftarrow h + \operatorname{SA}(\operatorname{LN}_1 h)`,
+:math:`h \leftarrow h + \operatorname{FF}(\operatorname{LN}_2 h)`. With ``tie_weights=True`` the LM head
+reuses the token embedding, :math:`W_{\text{head}} = E` (one tensor, Press & Wolf, 2017), so the score of
+token ``v`` is the dot product of the final hidden state with ``v``'s own embedding.
+
+``causal=True``: position ``t`` attends to positions ``<= t`` only, so ``z_t`` can be trained to predict
+``x_{t+1}`` (next-token pretraining). ``causal=False``: every position sees the whole sequence, for masked-LM
+pretraining (predict the masked tokens from both sides); such a model cannot ``generate``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from minipt.models.embedding import TokenAndPositionEmbedding
+from minipt.models.init import normal_init_, transformer_layer_init_
+from minipt.models.language_model import (
+    LanguageModel,
+    ModelInputError,
+    check_pad_id,
+    check_positive,
+    check_probability,
+    check_sampling_arguments,
+    evaluation_mode,
+    language_model_loss,
+    sample_next_token,
+)
+from minipt.nn import LayerNorm, TransformerEncoderLayer
+
+__all__ = ["TransformerLM"]
+
+
+class TransformerLM(LanguageModel):
+    r"""Token + learned position embeddings, ``n_layers`` pre-norm GELU encoder layers, a final layer norm,
+    and an LM head (the formulas are in this module's docstring).
+
+    Parts (the interface shared with :class:`~minipt.models.gru.GRULM`):
+
+    * ``embedding``: :class:`~minipt.models.embedding.TokenAndPositionEmbedding` (``token``, ``position``);
+    * ``layers``: ``nn.ModuleList`` of :class:`minipt.nn.TransformerEncoderLayer`, lowest first;
+    * ``norm``: the final :class:`minipt.nn.LayerNorm`;
+    * ``lm_head``: ``nn.Linear(d_model, vocab_size, bias=False)``, whose weight *is* ``embedding.token.weight``
+      when ``tie_weights=True``.
+
+    ``attention_mask`` ``(B, T)`` follows the Hugging Face convention, 1 = real token, 0 = padding; it becomes
+    the layers' ``src_key_padding_mask`` (True = ignore), so no position ever attends to a padding key.
+    Initialisation: :mod:`minipt.models.init` (GPT-2's).
+    """
+
+    architecture = "transformer"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        d_ff: int,
+        max_len: int,
+        dropout: float = 0.1,
+        causal: bool = True,
+        tie_weights: bool = True,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        check_positive(
+            "TransformerLM",
+            vocab_size=vocab_size,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            d_ff=d_ff,
+            max_len=max_len,
+        )
+        if d_model % n_heads != 0:
+            raise ModelInputError(f"TransformerLM: d_model={d_model} must be divisible by n_heads={n_heads}")
+        check_probability("TransformerLM", "dropout", dropout)
+        check_pad_id("TransformerLM", pad_id, vocab_size)
+        self.config = {
+            "vocab_size": vocab_size,
+            "d_model": d_model,
+            "n_layers": n_layers,
+            "n_heads": n_heads,
+            "d_ff": d_ff,
+            "max_len": max_len,
+            "dropout": dropout,
+            "causal": causal,
+            "tie_weights": tie_weights,
+            "pad_id": pad_id,
+        }
+        self.vocab_size = vocab_size
+        self.hidden_size = d_model  # the size of `features`, which a classification head reads
+        self.max_len = max_len
+        self.causal = causal
+
+        self.embedding = TokenAndPositionEmbedding(vocab_size, d_model, max_len, pad_id, dropout)
+        self.layers = nn.ModuleList(
+            TransformerEncoderLayer(
+                d_model, n_heads, dim_feedforward=d_ff, dropout=dropout, activation="gelu", norm_first=True
+            )
+            for _ in range(n_layers)
+        )
+        self.norm = LayerNorm(d_model)
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+        self.init_weights()
+        if tie_weights:
+            self.lm_head.weight = self.embedding.token.weight  # one tensor, two uses
+
+    # ------------------------------------------------------------------------------------------------
+    # Initialisation
+    # ------------------------------------------------------------------------------------------------
+
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """(Re-)initialise every parameter as documented in :mod:`minipt.models.init`."""
+        normal_init_(self.embedding, generator=generator)
+        for layer in self.layers:
+            self.init_layer(layer, generator=generator)
+        normal_init_(self.norm)
+        if self.lm_head.weight is not self.embedding.token.weight:
+            normal_init_(self.lm_head, generator=generator)
+
+    def init_layer(self, layer: nn.Module, generator: torch.Generator | None = None) -> None:
+        """Initialise one of ``self.layers`` afresh (GPT-2's scheme; used to re-initialise top layers)."""
+        transformer_layer_init_(layer, n_layers=len(self.layers), generator=generator)
+
+    # ------------------------------------------------------------------------------------------------
+    # Forward
+    # ------------------------------------------------------------------------------------------------
+
+    def _masks(self, idx: Tensor, attention_mask: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """The layers' ``src_mask`` (causal, True = may NOT attend) and ``src_key_padding_mask``
+        (True = padding), each None when not needed."""
+        T = idx.shape[1]
+        causal_mask = None
+        if self.causal:
+            # (T, T): True above the diagonal, i.e. where key j lies in the future of query i (j > i)
+            causal_mask = torch.ones(T, T, dtype=torch.bool, device=idx.device).triu(diagonal=1)
+        padding_mask = None if attention_mask is None else attention_mask == 0  # (B, T), True = ignore
+        return causal_mask, padding_mask
+
+    def _hidden_states(
+        self, idx: Tensor, attention_mask: Tensor | None, need_weights: bool
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Final (normed) hidden states ``(B, T, d_model)``, every layer's input/output, and attention weights."""
+        self._check_idx(idx)
+        self._check_attention_mask(attention_mask, idx)
+        if idx.shape[1] > self.max_len:
+            raise ModelInputError(
+                f"TransformerLM: sequence length {idx.shape[1]} exceeds max_len={self.max_len} "
+                "(the number of learned positions)"
+            )
+        causal_mask, padding_mask = self._masks(idx, attention_mask)
+
+        x = self.embedding(idx)  # (B, T, C)
+        hidden_states, attention_weights = [x], []
+        for layer in self.layers:
+            output = layer(
+                x,
+                src_mask=causal_mask,
+                src_key_padding_mask=padding_mask,
+                is_causal=self.causal,
+                need_weights=need_weights,
+            )
+            if need_weights:
+                x, weights = output  # (B, T, C), (B, heads, T, T)
+                attention_weights.append(weights)
+            else:
+                x = output  # (B, T, C)
+            hidden_states.append(x)
+        return self.norm(x), hidden_states, attention_weights  # (B, T, C)
+
+    def features(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Final hidden states after the final layer norm, ``(B, T, d_model)``: what a task head reads."""
+        features, _, _ = self._hidden_states(idx, attention_mask, need_weights=False)
+        return features
+
+    def forward(
+        self,
+        idx: Tensor,
+        targets: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        return_intermediates: bool = False,
+    ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, dict[str, list[Tensor]]]:
+        """Logits ``(B, T, vocab_size)`` and the loss against ``targets`` ``(B, T)`` (None without targets;
+        ``-100`` targets are ignored).
+
+        ``return_intermediates=True`` adds a dict with ``hidden_states`` (the embedding output, then each
+        layer's output, each ``(B, T, d_model)``) and ``attention_weights`` (each layer's ``(B, heads, T, T)``).
+        """
+        features, hidden_states, attention_weights = self._hidden_states(
+            idx, attention_mask, need_weights=return_intermediates
+        )
+        logits = self.lm_head(features)  # (B, T, vocab_size)
+        loss = None if targets is None else language_model_loss(logits, targets)
+        if return_intermediates:
+            return logits, loss, {"hidden_states": hidden_states, "attention_weights": attention_weights}
+        return logits, loss
+
+    # ------------------------------------------------------------------------------------------------
+    # Generation
+    # ------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``.
+
+        Each step runs the model on the last ``max_len`` tokens (the positions it has learned), samples from
+        the last position's distribution (:func:`~minipt.models.language_model.next_token_probabilities`) and
+        appends the draw. Dropout is off while generating; each module's train/eval mode is restored after.
+        """
+        if not self.causal:
+            raise ModelInputError(
+                "TransformerLM: generate needs a causal model (causal=True); a bidirectional encoder is "
+                "trained to fill in masked tokens, not to continue text"
+            )
+        check_sampling_arguments(temperature, top_k, self.vocab_size)
+        with evaluation_mode(self):
+            for _ in range(max_new_tokens):
+                context = idx[:, -self.max_len :]  # (B, <= max_len)
+                logits, _ = self(context)  # (B, T', V)
+                next_token = sample_next_token(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
+                idx = torch.cat([idx, next_token], dim=1)
+        return idx
