@@ -159,8 +159,9 @@ def scaled_dot_product_attention(
     * ``is_causal=True`` lets query ``i`` see keys ``j <= i`` only (the top-left-aligned lower triangle).
 
     Fully masked rows: a query that may attend to no key at all gets all-zero weights and a zero output
-    (torch gives ``nan`` there). Zero is what a padding query should produce; a ``nan`` would spread through
-    the whole batch at the next layer.
+    (the softmax formula alone gives :math:`0/0 =` ``nan`` there, and so does ``torch.nn.MultiheadAttention``;
+    torch 2.13's ``F.scaled_dot_product_attention`` returns zeros too). Zero is what a padding query should
+    produce; a ``nan`` would spread through the whole batch at the next layer.
 
     ``dropout_p`` drops attention weights (inverted dropout) and is applied whenever it is > 0: pass 0 in
     evaluation, as with torch.
