@@ -1,0 +1,501 @@
+"""Tests of minipt.models: TransformerLM, GRULM, SequenceClassifier and their shared helpers.
+
+Tiny sizes throughout (vocabulary 20, widths 16-32, at most 16 positions) so the file runs in seconds.
+torch's own layers appear here only as reference oracles.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minipt.finetune import freeze
+from minipt.models import GRULM, MODEL_CLASSES, ModelInputError, SequenceClassifier, TransformerLM, build_model
+from minipt.models.heads import first_token_pool, last_token_pool, mean_pool, pool
+from minipt.models.language_model import language_model_loss, next_token_probabilities
+
+try:  # the project's own optimizer once it exists; torch's is only a stand-in for this test file
+    from minipt.optim import AdamW
+except ImportError:
+    from torch.optim import AdamW
+
+VOCAB = 20
+
+
+def make_transformer(seed: int = 0, **overrides) -> TransformerLM:
+    torch.manual_seed(seed)
+    config = {"vocab_size": VOCAB, "d_model": 32, "n_layers": 2, "n_heads": 4, "d_ff": 64, "max_len": 16}
+    config.update(overrides)
+    return TransformerLM(**config)
+
+
+def make_gru(seed: int = 0, **overrides) -> GRULM:
+    torch.manual_seed(seed)
+    config = {"vocab_size": VOCAB, "d_embed": 16, "hidden_size": 32, "n_layers": 2}
+    config.update(overrides)
+    return GRULM(**config)
+
+
+def make_model(kind: str, seed: int = 0, **overrides) -> nn.Module:
+    if kind == "transformer":
+        return make_transformer(seed, **overrides)
+    if kind == "encoder":
+        return make_transformer(seed, causal=False, **overrides)
+    return make_gru(seed, **overrides)
+
+
+def random_tokens(batch: int, length: int, seed: int = 1) -> torch.Tensor:
+    """Ids in [1, VOCAB): 0 is the padding id and never appears as a real token."""
+    return torch.randint(1, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+CAUSAL = ["transformer", "gru"]
+ALL_KINDS = ["transformer", "encoder", "gru"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Shapes and the common interface
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_shapes_of_logits_loss_and_features(kind):
+    model = make_model(kind)
+    idx = random_tokens(3, 10)
+    logits, loss = model(idx, targets=idx)
+    hidden = 32  # d_model of the Transformer, hidden_size of the GRU
+    assert logits.shape == (3, 10, VOCAB)
+    assert loss.shape == ()
+    assert model.features(idx).shape == (3, 10, hidden)
+    assert model.hidden_size == hidden
+    logits_only, no_loss = model(idx)
+    assert no_loss is None and logits_only.shape == (3, 10, VOCAB)
+    assert isinstance(model.layers, nn.ModuleList) and len(model.layers) == 2
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_build_model_rebuilds_from_architecture_and_config(kind):
+    model = make_model(kind).eval()
+    rebuilt = build_model(model.architecture, **model.config).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    idx = random_tokens(2, 8)
+    assert type(rebuilt) is type(model)
+    assert torch.equal(rebuilt(idx)[0], model(idx)[0])
+    assert set(MODEL_CLASSES) == {"transformer", "gru"}
+
+
+def test_bad_configuration_and_inputs_raise_clear_errors():
+    with pytest.raises(ModelInputError, match="unknown model architecture 'lstm'"):
+        build_model("lstm", vocab_size=VOCAB)
+    with pytest.raises(ModelInputError, match="d_model=30 must be divisible by n_heads=4"):
+        make_transformer(d_model=30)
+    with pytest.raises(ModelInputError, match="GRULM: hidden_size must be a positive integer"):
+        make_gru(hidden_size=0)
+    with pytest.raises(ModelInputError, match="pad_id must be in"):
+        make_gru(pad_id=VOCAB)
+    with pytest.raises(ModelInputError, match="bad config"):
+        build_model("gru", vocab_size=VOCAB, d_embed=16, hidden=32, n_layers=1)
+    with pytest.raises(ModelInputError, match="exceeds max_len=16"):
+        make_transformer()(random_tokens(1, 17))
+    with pytest.raises(ModelInputError, match="token id 20 is outside the vocabulary"):
+        make_gru()(torch.tensor([[1, 20]]))
+    with pytest.raises(ModelInputError, match="attention_mask must have the shape of idx"):
+        make_transformer()(random_tokens(2, 4), attention_mask=torch.ones(2, 5))
+    left_padded = torch.tensor([[0, 1, 1, 1]])
+    with pytest.raises(ModelInputError, match="right-padded"):
+        make_gru()(random_tokens(1, 4), attention_mask=left_padded)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Causality and padding
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_causal_models_never_look_ahead(kind):
+    model = make_model(kind).eval()
+    idx = random_tokens(2, 12)
+    changed = idx.clone()
+    changed[:, 7:] = (changed[:, 7:] % (VOCAB - 1)) + 1  # a different real token at every position >= 7
+    assert not torch.equal(idx[:, 7:], changed[:, 7:])
+    logits, _ = model(idx)
+    changed_logits, _ = model(changed)
+    assert torch.equal(logits[:, :7], changed_logits[:, :7])  # exactly: the future is masked out, not damped
+    assert not torch.allclose(logits[:, 7:], changed_logits[:, 7:])
+
+
+def test_bidirectional_encoder_looks_ahead():
+    model = make_model("encoder").eval()
+    idx = random_tokens(1, 12)
+    changed = idx.clone()
+    changed[0, 11] = idx[0, 11] % (VOCAB - 1) + 1
+    first_position = model(idx)[0][0, 0]
+    assert (first_position - model(changed)[0][0, 0]).abs().max() > 1e-4  # position 0 saw position 11
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_padding_never_changes_real_positions(kind):
+    model = make_model(kind).eval()
+    short, long = random_tokens(1, 7, seed=2), random_tokens(1, 12, seed=3)
+    batch = torch.zeros(2, 12, dtype=torch.long)  # pad id 0
+    batch[0, :7], batch[1] = short[0], long[0]
+    attention_mask = torch.tensor([[1] * 7 + [0] * 5, [1] * 12])
+    padded_logits, _ = model(batch, attention_mask=attention_mask)
+    # garbage in the padding must not matter either
+    noisy_batch = batch.clone()
+    noisy_batch[0, 7:] = torch.tensor([5, 9, 13, 2, 7])
+    noisy_logits, _ = model(noisy_batch, attention_mask=attention_mask)
+    alone_short, _ = model(short)
+    alone_long, _ = model(long)
+    torch.testing.assert_close(padded_logits[0, :7], alone_short[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(padded_logits[1], alone_long[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(noisy_logits[0, :7], padded_logits[0, :7], atol=1e-6, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Equivalence with models assembled from torch's own layers
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_transformer_matches_a_reference_built_from_torch_layers():
+    model = make_transformer().eval()
+    reference_layers = []
+    for layer in model.layers:
+        reference = nn.TransformerEncoderLayer(
+            32, 4, dim_feedforward=64, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        reference.load_state_dict(layer.state_dict())  # same parameter names as torch
+        reference_layers.append(reference.eval())
+    reference_norm = nn.LayerNorm(32)
+    reference_norm.load_state_dict(model.norm.state_dict())
+
+    idx = random_tokens(2, 9)
+    attention_mask = torch.tensor([[1] * 9, [1] * 6 + [0] * 3])
+    token_embedding = model.embedding.token.weight  # (V, C), also the LM head
+    x = F.embedding(idx, token_embedding) + model.embedding.position.weight[:9]  # (B, T, C)
+    causal_mask = torch.ones(9, 9, dtype=torch.bool).triu(1)
+    with torch.no_grad():
+        for reference in reference_layers:
+            x = reference(x, src_mask=causal_mask, src_key_padding_mask=attention_mask == 0)
+        expected = reference_norm(x) @ token_embedding.T  # (B, T, V)
+        logits, _ = model(idx, attention_mask=attention_mask)
+    torch.testing.assert_close(logits[0], expected[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits[1, :6], expected[1, :6], atol=1e-5, rtol=1e-5)  # real positions
+
+
+def test_gru_matches_a_reference_built_from_torch_gru():
+    model = make_gru().eval()  # d_embed 16 != hidden 32 with tying: the head projects first
+    idx = random_tokens(2, 9)
+    x = model.embedding.token(idx)  # (B, T, 16)
+    with torch.no_grad():
+        for layer in model.layers:
+            reference = nn.GRU(layer.input_size, 32, batch_first=True)
+            reference.load_state_dict(layer.state_dict())  # same names: weight_ih_l0, ...
+            x, _ = reference(x)
+        expected = model.lm_head.projection(x) @ model.embedding.token.weight.T  # (B, T, V)
+        logits, _ = model(idx)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_loss_ignores_minus_100_and_matches_torch_cross_entropy():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, VOCAB)
+    targets = torch.tensor([[4, -100, 7], [-100, -100, 1]])
+    expected = F.cross_entropy(logits.reshape(6, VOCAB), targets.reshape(6), ignore_index=-100)
+    torch.testing.assert_close(language_model_loss(logits, targets), expected)
+    # by hand: the mean over the 3 kept positions of -log softmax at the target
+    kept = [(0, 0, 4), (0, 2, 7), (1, 2, 1)]
+    by_hand = sum(-(logits[b, t, y] - logits[b, t].exp().sum().log()) for b, t, y in kept) / 3
+    torch.testing.assert_close(language_model_loss(logits, targets), by_hand)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Weight tying and parameter counts
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_transformer_weight_tying_and_hand_counted_parameters():
+    tied, untied = make_transformer(), make_transformer(tie_weights=False)
+    assert tied.lm_head.weight.data_ptr() == tied.embedding.token.weight.data_ptr()
+    assert untied.lm_head.weight.data_ptr() != untied.embedding.token.weight.data_ptr()
+    C, F_, V, L, T = 32, 64, VOCAB, 2, 16
+    per_layer = (3 * C * C + 3 * C) + (C * C + C) + (C * F_ + F_) + (F_ * C + C) + 2 * (2 * C)
+    # embeddings V*C + T*C, layers, final norm 2C; the tied head adds nothing
+    expected = V * C + T * C + L * per_layer + 2 * C  # 640 + 512 + 2 * 8544 + 64 = 18304
+    assert expected == 18304
+    assert tied.num_parameters() == expected
+    assert untied.num_parameters() == expected + V * C
+
+
+def test_gru_weight_tying_and_hand_counted_parameters():
+    tied = make_gru()  # d_embed 16, hidden 32: projection 32 -> 16, decoder tied to the embedding
+    assert tied.lm_head.decoder.weight.data_ptr() == tied.embedding.token.weight.data_ptr()
+    E, H, V = 16, 32, VOCAB
+    layer0 = 3 * H * E + 3 * H * H + 2 * 3 * H  # 1536 + 3072 + 192 = 4800
+    layer1 = 3 * H * H + 3 * H * H + 2 * 3 * H  # 3072 + 3072 + 192 = 6336
+    expected = V * E + layer0 + layer1 + (H * E + E)  # 320 + 4800 + 6336 + 528 = 11984
+    assert tied.num_parameters() == expected == 11984
+    same_width = make_gru(d_embed=32)  # no projection needed
+    assert isinstance(same_width.lm_head, nn.Linear)
+    assert same_width.lm_head.weight is same_width.embedding.token.weight
+    untied = make_gru(tie_weights=False)
+    assert untied.num_parameters() == V * E + layer0 + layer1 + V * H
+
+
+def test_num_parameters_trainable_only_after_freezing_through_a_classifier():
+    classifier = SequenceClassifier(make_transformer(), num_classes=3)
+    assert classifier.embedding is classifier.backbone.embedding
+    assert classifier.layers is classifier.backbone.layers
+    total = classifier.num_parameters()
+    assert total == 18304 + 32 * 3 + 3  # backbone + head
+    freeze(classifier, "all")  # embedding and both layers frozen: final norm and head train
+    assert classifier.num_parameters(trainable_only=True) == 2 * 32 + 32 * 3 + 3
+    assert classifier.num_parameters() == total
+
+
+# --------------------------------------------------------------------------------------------------------
+# Initialisation
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_initial_loss_is_close_to_log_vocab_size(kind):
+    model = make_model(kind).eval()
+    tokens = random_tokens(8, 16)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    _, loss = model(inputs, targets=targets)
+    # nearly equal logits: the uniform guess costs ln 20 = 2.9957
+    assert abs(loss.item() - math.log(VOCAB)) < 0.1
+
+
+def test_transformer_initialisation_follows_gpt2():
+    model = make_transformer(n_layers=2, d_model=32, d_ff=64)
+    layer = model.layers[0]
+    # residual projections: 0.02 / sqrt(2 * n_layers) = 0.02 / 2 = 0.01; the others 0.02
+    assert abs(layer.self_attn.out_proj.weight.std().item() - 0.01) < 0.0015  # 1024 draws
+    assert abs(layer.linear2.weight.std().item() - 0.01) < 0.0015  # 2048 draws
+    assert abs(layer.self_attn.in_proj_weight.std().item() - 0.02) < 0.002  # 3072 draws
+    assert abs(layer.linear1.weight.std().item() - 0.02) < 0.002
+    assert torch.count_nonzero(layer.linear1.bias) == 0 and torch.count_nonzero(layer.self_attn.in_proj_bias) == 0
+    assert torch.equal(layer.norm1.weight, torch.ones(32)) and torch.equal(model.norm.bias, torch.zeros(32))
+    assert torch.count_nonzero(model.embedding.token.weight[0]) == 0  # the padding row
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_init_layer_is_reproducible_with_a_generator(kind):
+    model = make_model(kind)
+    top = model.layers[-1]
+    model.init_layer(top, generator=torch.Generator().manual_seed(7))
+    first = {name: value.clone() for name, value in top.state_dict().items()}
+    model.init_layer(top, generator=torch.Generator().manual_seed(7))
+    assert all(torch.equal(first[name], value) for name, value in top.state_dict().items())
+
+
+# --------------------------------------------------------------------------------------------------------
+# Intermediates for the notebooks
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_transformer_intermediates_shapes_and_attention_rows():
+    model = make_transformer().eval()
+    idx = random_tokens(2, 10)
+    attention_mask = torch.tensor([[1] * 10, [1] * 7 + [0] * 3])
+    logits, loss, intermediates = model(idx, targets=idx, attention_mask=attention_mask, return_intermediates=True)
+    assert loss is not None and logits.shape == (2, 10, VOCAB)
+    hidden_states, attention_weights = intermediates["hidden_states"], intermediates["attention_weights"]
+    assert [tuple(h.shape) for h in hidden_states] == [(2, 10, 32)] * 3  # embedding, layer 1, layer 2
+    assert [tuple(w.shape) for w in attention_weights] == [(2, 4, 10, 10)] * 2
+    for weights in attention_weights:
+        torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2, 4, 10))  # each row is a distribution
+        assert torch.count_nonzero(weights.triu(diagonal=1)) == 0  # no weight on a future key
+        assert torch.count_nonzero(weights[1, :, :, 7:]) == 0  # no weight on a padding key
+    # the intermediates are those of the plain forward pass
+    torch.testing.assert_close(model(idx, attention_mask=attention_mask)[0], logits)
+    torch.testing.assert_close(model.norm(hidden_states[-1]), model.features(idx, attention_mask))
+
+
+def test_gru_intermediates_shapes_and_gates():
+    model = make_gru().eval()
+    idx = random_tokens(2, 10)
+    _, _, intermediates = model(idx, return_intermediates=True)
+    assert [tuple(h.shape) for h in intermediates["hidden_states"]] == [(2, 10, 16), (2, 10, 32), (2, 10, 32)]
+    for name in ("reset_gates", "update_gates"):
+        gates = intermediates[name]
+        assert [tuple(g.shape) for g in gates] == [(2, 10, 32)] * 2
+        assert all(((g > 0) & (g < 1)).all() for g in gates)  # sigmoid outputs
+    torch.testing.assert_close(intermediates["hidden_states"][-1], model.features(idx))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Sampling and generation
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_next_token_probabilities_worked_example():
+    logits = torch.tensor([[2.0, 1.0, 0.0]])
+    # temperature 2 halves the logits: (1, 0.5, 0); top_k=2 drops the 0.
+    # p = (e^1, e^0.5) / (e^1 + e^0.5) = (2.71828, 1.64872) / 4.36700 = (0.622459, 0.377541)
+    probabilities = next_token_probabilities(logits, temperature=2.0, top_k=2)
+    torch.testing.assert_close(probabilities, torch.tensor([[0.622459, 0.377541, 0.0]]), atol=1e-6, rtol=0)
+    # without top-k it is torch's softmax of logits / temperature
+    torch.manual_seed(0)
+    many = torch.randn(4, VOCAB)
+    torch.testing.assert_close(next_token_probabilities(many, temperature=0.7), F.softmax(many / 0.7, dim=-1))
+
+
+def test_sampling_arguments_are_checked():
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        make_transformer().generate(random_tokens(1, 3), 2, temperature=0.0)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        make_gru().generate(random_tokens(1, 3), 2, temperature=0.0)
+    with pytest.raises(ValueError, match="top_k must be between 1 and the vocabulary size 20"):
+        make_gru().generate(random_tokens(1, 3), 2, top_k=21)
+    with pytest.raises(ValueError, match="generate needs a causal model"):
+        make_model("encoder").generate(random_tokens(1, 3), 2)
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_generate_is_deterministic_with_a_seeded_generator(kind):
+    model = make_model(kind)  # left in training mode: generate turns dropout off by itself
+    prompt = random_tokens(2, 4)
+    first = model.generate(prompt, 20, generator=torch.Generator().manual_seed(3))
+    second = model.generate(prompt, 20, generator=torch.Generator().manual_seed(3))
+    other = model.generate(prompt, 20, generator=torch.Generator().manual_seed(4))
+    assert first.shape == (2, 24)  # more than max_len=16 for the Transformer: the context is cropped
+    assert torch.equal(first[:, :4], prompt)
+    assert torch.equal(first, second)
+    assert not torch.equal(first, other)
+    assert model.training and all(module.training for module in model.modules())  # modes restored
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_generate_with_top_k_one_is_greedy_decoding(kind):
+    model = make_model(kind).eval()
+    prompt = random_tokens(2, 3)
+    generated = model.generate(prompt, 8, top_k=1)
+    expected = prompt
+    for _ in range(8):  # re-read the whole sequence every step and take the argmax
+        logits, _ = model(expected)
+        expected = torch.cat([expected, logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
+    assert torch.equal(generated, expected)  # for the GRU: the carried state equals re-reading
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_generate_respects_top_k(kind):
+    model = make_model(kind).eval()
+    prompt = random_tokens(3, 2)
+    generated = model.generate(prompt, 12, top_k=3, generator=torch.Generator().manual_seed(0))
+    logits, _ = model(generated[:, :-1])  # logits[:, t] is the distribution token t + 1 was drawn from
+    allowed = logits.topk(3, dim=-1).indices  # (B, T, 3)
+    drawn = generated[:, 2:].unsqueeze(-1)  # (B, 12, 1)
+    assert (allowed[:, 1:] == drawn).any(dim=-1).all()
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_frozen_modules_stay_in_eval_mode_after_generate(kind):
+    model = make_model(kind).train()
+    freeze(model, 1)  # the embedding and layer 0 are frozen and put in eval mode
+    model.generate(random_tokens(1, 2), 3, generator=torch.Generator().manual_seed(0))
+    assert not model.embedding.training and not model.layers[0].training
+    assert model.layers[1].training and model.training
+
+
+# --------------------------------------------------------------------------------------------------------
+# Training: overfitting a batch, reproducibility
+# --------------------------------------------------------------------------------------------------------
+
+
+def train_steps(model: nn.Module, tokens: torch.Tensor, steps: int, lr: float) -> list[float]:
+    optimizer = AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    losses = []
+    for _ in range(steps):
+        _, loss = model(inputs, targets=targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize(("kind", "steps"), [("transformer", 100), ("gru", 200)])
+def test_overfits_a_64_token_batch(kind, steps):
+    # The GRU must squeeze each sequence's history into its state, so it needs more steps to memorise.
+    model = make_model(kind, dropout=0.0)
+    tokens = random_tokens(4, 17)  # 4 x 16 = 64 next-token predictions
+    losses = train_steps(model, tokens, steps=steps, lr=2e-2)
+    assert losses[0] > 2.5  # about ln 20 = 3.0 at the start
+    assert losses[-1] < 0.1
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_same_seed_gives_identical_training(kind):
+    tokens = random_tokens(2, 9)
+    runs = []
+    for _ in range(2):
+        model = make_model(kind, seed=5)  # dropout 0.1 on: the global seed also fixes the dropout masks
+        runs.append((train_steps(model, tokens, steps=3, lr=1e-3), model.state_dict()))
+    (losses_a, state_a), (losses_b, state_b) = runs
+    assert losses_a == losses_b
+    assert all(torch.equal(state_a[name], state_b[name]) for name in state_a)
+    different_seed = make_model(kind, seed=6).state_dict()
+    assert not torch.equal(different_seed["embedding.token.weight"], state_a["embedding.token.weight"])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Classification head
+# --------------------------------------------------------------------------------------------------------
+
+
+# Two sequences of T = 3 positions with H = 2 features; the first has one padding position.
+FEATURES = torch.tensor(
+    [
+        [[1.0, 2.0], [3.0, 4.0], [50.0, 60.0]],  # the padding vector is huge: it must not leak in
+        [[0.0, 0.0], [2.0, -2.0], [4.0, 2.0]],
+    ]
+)
+MASK = torch.tensor([[1, 1, 0], [1, 1, 1]])
+
+
+def test_mean_pooling_averages_real_tokens_only():
+    # row 0: ((1, 2) + (3, 4)) / 2 = (2, 3);  row 1: ((0, 0) + (2, -2) + (4, 2)) / 3 = (2, 0)
+    torch.testing.assert_close(mean_pool(FEATURES, MASK), torch.tensor([[2.0, 3.0], [2.0, 0.0]]))
+    # without a mask every position counts: row 0 becomes (54 / 3, 66 / 3) = (18, 22)
+    torch.testing.assert_close(mean_pool(FEATURES)[0], torch.tensor([18.0, 22.0]))
+
+
+def test_last_and_first_token_pooling():
+    # last real token: position 1 in row 0, position 2 in row 1
+    torch.testing.assert_close(last_token_pool(FEATURES, MASK), torch.tensor([[3.0, 4.0], [4.0, 2.0]]))
+    torch.testing.assert_close(first_token_pool(FEATURES, MASK), torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+    torch.testing.assert_close(pool(FEATURES, None, "last"), FEATURES[:, 2])
+    with pytest.raises(ModelInputError, match="pooling must be one of"):
+        pool(FEATURES, MASK, "max")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "first", "last"])
+@pytest.mark.parametrize("kind", ["encoder", "gru"])
+def test_sequence_classifier_is_head_of_pooled_features(kind, pooling):
+    classifier = SequenceClassifier(make_model(kind), num_classes=3, pooling=pooling).eval()
+    idx = random_tokens(2, 6)
+    attention_mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    labels = torch.tensor([2, 0])
+    logits, loss = classifier(idx, attention_mask=attention_mask, labels=labels)
+    features = classifier.backbone.features(idx, attention_mask)
+    expected_logits = classifier.head(pool(features, attention_mask, pooling))
+    torch.testing.assert_close(logits, expected_logits)
+    torch.testing.assert_close(loss, F.cross_entropy(expected_logits, labels))
+    # padding never changes the shorter sequence's prediction
+    alone, _ = classifier(idx[1:, :4])
+    torch.testing.assert_close(logits[1:], alone, atol=1e-6, rtol=0)
+
+
+def test_sequence_classifier_checks_its_arguments():
+    with pytest.raises(ModelInputError, match="pooling must be one of"):
+        SequenceClassifier(make_gru(), num_classes=2, pooling="cls")
+    with pytest.raises(ModelInputError, match="labels must be one class per sequence"):
+        SequenceClassifier(make_gru(), num_classes=2)(random_tokens(2, 3), labels=torch.tensor([[0], [1]]))
