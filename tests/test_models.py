@@ -499,3 +499,12 @@ def test_sequence_classifier_checks_its_arguments():
         SequenceClassifier(make_gru(), num_classes=2, pooling="cls")
     with pytest.raises(ModelInputError, match="labels must be one class per sequence"):
         SequenceClassifier(make_gru(), num_classes=2)(random_tokens(2, 3), labels=torch.tensor([[0], [1]]))
+
+
+def test_pooling_and_sampling_gradients_pass_gradcheck():
+    features = torch.randn(2, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    features.requires_grad_(True)
+    for pool_function in (mean_pool, first_token_pool, last_token_pool):
+        assert torch.autograd.gradcheck(lambda h, f=pool_function: f(h, MASK), (features,))
+    logits = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: next_token_probabilities(z, temperature=0.5, top_k=3), (logits,))

@@ -17,7 +17,9 @@ class TokenEmbedding(nn.Module):
     .. math:: e_{b,t} = \operatorname{dropout}\bigl(E[x_{b,t}]\bigr)
 
     ``E`` is ``token.weight`` ``(vocab_size, embedding_dim)``; the row of ``pad_id`` starts at zero and receives
-    no gradient from the lookup (``nn.Embedding``'s ``padding_idx``).
+    no gradient from the lookup (``nn.Embedding``'s ``padding_idx``). With a tied LM head the row still learns
+from the head's side (the softmax pushes the padding token's logit down); padded positions are masked or
+ignored, so this changes nothing for real tokens.
 
     Shapes: ``idx`` ``(B, T)`` -> ``(B, T, embedding_dim)``.
     """

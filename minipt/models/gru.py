@@ -69,7 +69,7 @@ class GRULM(LanguageModel):
     * ``layers``: ``nn.ModuleList`` of :class:`minipt.nn.GRU` (one layer each), lowest first;
     * ``lm_head``: ``nn.Linear(hidden_size, vocab_size, bias=False)``, or a :class:`ProjectedLMHead` when
       tying with ``hidden_size != d_embed``; with ``tie_weights=True`` its decoder weight *is*
-      ``embedding.token.weight``.
+      ``embedding.token.weight`` (so freezing ``embedding`` freezes that weight of the head too).
 
     There is no final ``norm``. Initialisation: :mod:`minipt.models.init` (normal(0, 0.02) for the embedding
     and head, torch's uniform for the GRU layers).

@@ -49,7 +49,7 @@ class TransformerLM(LanguageModel):
     * ``layers``: ``nn.ModuleList`` of :class:`minipt.nn.TransformerEncoderLayer`, lowest first;
     * ``norm``: the final :class:`minipt.nn.LayerNorm`;
     * ``lm_head``: ``nn.Linear(d_model, vocab_size, bias=False)``, whose weight *is* ``embedding.token.weight``
-      when ``tie_weights=True``.
+      when ``tie_weights=True`` (so freezing ``embedding`` freezes the LM head too: it is the same tensor).
 
     ``attention_mask`` ``(B, T)`` follows the Hugging Face convention, 1 = real token, 0 = padding; it becomes
     the layers' ``src_key_padding_mask`` (True = ignore), so no position ever attends to a padding key.
