@@ -1,0 +1,168 @@
+"""The finetuning strategies of minipt.finetune, on tiny real models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minipt import finetune
+from minipt.models import GRULM, SequenceClassifier, TransformerLM
+from minipt.optim import AdamW
+
+VOCAB, T, B = 20, 8, 4
+
+
+def tiny_transformer(seed: int = 0, n_layers: int = 3) -> TransformerLM:
+    torch.manual_seed(seed)
+    return TransformerLM(VOCAB, d_model=16, n_layers=n_layers, n_heads=2, d_ff=32, max_len=T, dropout=0.1)
+
+
+def tiny_gru(seed: int = 0) -> GRULM:
+    torch.manual_seed(seed)
+    return GRULM(VOCAB, d_embed=16, hidden_size=16, n_layers=3, dropout=0.1)
+
+
+def classifier(backbone) -> SequenceClassifier:
+    return SequenceClassifier(backbone, num_classes=2, pooling="mean", dropout=0.1)
+
+
+def batch(seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, VOCAB, (B, T), generator=generator)
+    labels = torch.tensor([0, 1, 0, 1])
+    return input_ids, labels
+
+
+def trainable_names(model) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("make_backbone", [tiny_transformer, tiny_gru])
+def test_freeze_k_leaves_frozen_tensors_bit_identical_and_without_optimizer_state(make_backbone):
+    model = classifier(make_backbone())
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    frozen = finetune.freeze(model, 2)
+    assert frozen == [model.embedding, model.layers[0], model.layers[1]]
+    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    model.train()
+    input_ids, labels = batch()
+    for _ in range(5):
+        optimizer.zero_grad()
+        _, loss = model(input_ids, labels=labels)
+        loss.backward()
+        optimizer.step()
+    frozen_ids = {id(p) for module in frozen for p in module.parameters()}
+    for name, p in model.named_parameters():
+        if id(p) in frozen_ids:
+            assert torch.equal(p, before[name]), f"{name} changed although frozen"
+            assert p not in optimizer.state, f"{name} has optimizer state although frozen"
+            assert p.grad is None
+    # the top layer and the head did train
+    assert not torch.equal(model.head.weight, before["head.weight"])
+    top_layer_params = list(model.layers[2].parameters())
+    assert any(p in optimizer.state for p in top_layer_params)
+
+
+def test_freeze_counts_match_the_strategy():
+    model = classifier(tiny_transformer())
+    parts = [model.embedding, *model.layers]
+    size = [sum(p.numel() for p in part.parameters()) for part in parts]
+    total = model.num_parameters()
+    for k in range(0, 4):
+        finetune.freeze(model, k)
+        # frozen = embedding + lowest k layers (k = 0: nothing, full finetuning)
+        expected_frozen = 0 if k == 0 else size[0] + sum(size[1 : 1 + k])
+        assert model.num_parameters(trainable_only=True) == total - expected_frozen
+    finetune.freeze(model, "all")  # linear probe: only final norm and heads train
+    assert all(not name.startswith(("backbone.embedding", "backbone.layers")) for name in trainable_names(model))
+    finetune.freeze(model, "none")
+    assert model.num_parameters(trainable_only=True) == total
+
+
+def test_freeze_rejects_bad_values_with_a_clear_message():
+    model = tiny_transformer()
+    with pytest.raises(ValueError, match="between 0 and 3"):
+        finetune.freeze(model, 4)
+    with pytest.raises(ValueError, match="'all' or 'none'"):
+        finetune.freeze(model, "some")
+
+
+def test_frozen_modules_are_put_in_eval_mode():
+    model = classifier(tiny_transformer())
+    finetune.freeze(model, 1)
+    assert not model.embedding.training and not model.layers[0].training
+    assert model.layers[1].training and model.head.training
+
+
+def test_gradual_unfreezing_schedule_is_exact():
+    # 3 layers, a stage every 10 steps: head only, then one more layer from the top per stage
+    steps = (0, 9, 10, 19, 20, 29, 30, 99)
+    schedule = {step: finetune.gradual_unfreezing_k(step, every=10, n_layers=3) for step in steps}
+    assert schedule == {0: 3, 9: 3, 10: 2, 19: 2, 20: 1, 29: 1, 30: 0, 99: 0}
+    # which layers train at each stage
+    model = tiny_transformer()
+    expected_trainable_layers = {0: [], 1: [2], 2: [1, 2], 3: [0, 1, 2]}
+    for stage, layers in expected_trainable_layers.items():
+        finetune.freeze(model, finetune.gradual_unfreezing_k(stage * 10, every=10, n_layers=3))
+        trainable = [i for i, layer in enumerate(model.layers) if all(p.requires_grad for p in layer.parameters())]
+        assert trainable == layers, f"stage {stage}"
+        assert all(p.requires_grad for p in model.embedding.parameters()) == (stage == 3)
+    with pytest.raises(ValueError):
+        finetune.gradual_unfreezing_k(0, every=0, n_layers=3)
+
+
+def test_discriminative_learning_rates():
+    model = classifier(tiny_transformer())
+    groups = finetune.discriminative_param_groups(model, lr=1.0, decay=0.5)
+    # top level T = 3 layers + 1 = 4: embedding 0.5^4, layers 0.5^3, 0.5^2, 0.5^1, top 1
+    assert [(g["name"], g["lr"]) for g in groups] == [
+        ("embedding", 0.0625), ("layers.0", 0.125), ("layers.1", 0.25), ("layers.2", 0.5), ("top", 1.0)
+    ]
+    listed = [p for g in groups for p in g["params"]]
+    assert len(listed) == len({id(p) for p in listed}) == len(list(model.parameters()))
+    # frozen parts are left out
+    finetune.freeze(model, 2)
+    names = [g["name"] for g in finetune.discriminative_param_groups(model, lr=1.0, decay=0.5)]
+    assert names == ["layers.2", "top"]
+
+
+def test_reinit_top_layers_changes_only_the_top():
+    model = tiny_transformer(n_layers=3)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    finetune.reinit_top_layers(model, 1, generator=torch.Generator().manual_seed(5))
+    for name, p in model.named_parameters():
+        changed = not torch.equal(p, before[name])
+        if name.startswith("layers.2.") and name.endswith("weight") and "norm" not in name:
+            assert changed, name
+        if not name.startswith("layers.2."):
+            assert not changed, name
+    with pytest.raises(ValueError):
+        finetune.reinit_top_layers(model, 4)
+
+
+def test_l2sp_penalty_value_and_pull():
+    model = classifier(tiny_transformer())
+    reference = finetune.snapshot(model.backbone)
+    reference = {f"backbone.{name}": value for name, value in reference.items()}
+    assert finetune.l2sp_penalty(model, reference, strength=0.1).item() == 0.0
+    # move one weight by +0.5 in two entries: penalty = 0.1 * (0.5^2 + 0.5^2) = 0.05
+    with torch.no_grad():
+        model.backbone.layers[0].linear1.weight[0, :2] += 0.5
+    penalty = finetune.l2sp_penalty(model, reference, strength=0.1)
+    assert penalty.item() == pytest.approx(0.05, abs=1e-6)
+    # its gradient 2 * lambda * (w - w0) = 0.1 points back to the reference
+    penalty.backward()
+    assert model.backbone.layers[0].linear1.weight.grad[0, :2].tolist() == pytest.approx([0.1, 0.1], abs=1e-6)
+    # frozen parameters do not count
+    finetune.freeze(model, "all")
+    assert finetune.l2sp_penalty(model, reference, strength=0.1).item() == 0.0
+
+
+def test_trainable_parameter_table_adds_up():
+    model = classifier(tiny_gru())
+    finetune.freeze(model, 2)
+    rows = finetune.trainable_parameter_table(model)
+    assert [row[0] for row in rows] == ["embedding", "layers.0", "layers.1", "layers.2", "top (norm + heads)"]
+    assert sum(row[2] for row in rows) == model.num_parameters()
+    assert sum(row[1] for row in rows) == model.num_parameters(trainable_only=True)
+    assert rows[0][1] == rows[1][1] == rows[2][1] == 0 and rows[3][1] == rows[3][2]
