@@ -174,3 +174,12 @@ def trainable_parameter_table(model: nn.Module) -> list[tuple[str, int, int]]:
         seen |= {id(p) for p in layer.parameters()}
     rows.append(("top (norm + heads)", *count(p for p in model.parameters() if id(p) not in seen)))
     return rows
+
+
+def format_parameter_table(rows: list[tuple[str, int, int]]) -> str:
+    """:func:`trainable_parameter_table`'s rows as aligned text, with a total line."""
+    lines = [f"{'part':<20} {'trainable':>10} {'total':>10}"]
+    lines += [f"{part:<20} {trainable:>10,} {total:>10,}" for part, trainable, total in rows]
+    trainable, total = sum(row[1] for row in rows), sum(row[2] for row in rows)
+    lines.append(f"{'all':<20} {trainable:>10,} {total:>10,}  ({100 * trainable / total:.1f}% trainable)")
+    return "\n".join(lines)

@@ -166,3 +166,60 @@ def test_trainable_parameter_table_adds_up():
     assert sum(row[2] for row in rows) == model.num_parameters()
     assert sum(row[1] for row in rows) == model.num_parameters(trainable_only=True)
     assert rows[0][1] == rows[1][1] == rows[2][1] == 0 and rows[3][1] == rows[3][2]
+
+
+def test_format_parameter_table_totals():
+    rows = [("embedding", 0, 100), ("layers.0", 0, 30), ("top (norm + heads)", 20, 20)]
+    text = finetune.format_parameter_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == ["part", "trainable", "total"]
+    assert lines[1].split() == ["embedding", "0", "100"]
+    # 20 of 150 trainable: 13.3%
+    assert lines[-1].split() == ["all", "20", "150", "(13.3%", "trainable)"]
+
+
+def test_the_training_loop_keeps_frozen_modules_in_eval_mode():
+    from minipt.train import keep_frozen_modules_in_eval
+
+    model = classifier(tiny_transformer())
+    finetune.freeze(model, 2)
+    model.train()  # what the loop does at every step ...
+    keep_frozen_modules_in_eval(model)  # ... followed by this
+    assert not model.embedding.training and not model.embedding.dropout.training
+    assert not model.layers[0].training and not model.layers[1].training
+    assert model.layers[2].training and model.head.training and model.dropout.training
+
+
+def test_gradual_unfreezing_with_one_optimizer_gives_frozen_layers_no_state_and_no_decay():
+    from minipt.optim import param_groups
+
+    model = classifier(tiny_transformer(n_layers=3))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    finetune.freeze(model, 0)
+    optimizer = AdamW(param_groups(model, weight_decay=0.5), lr=1e-2, weight_decay=0.5)  # every parameter
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert held == {id(p) for p in model.parameters()}
+    input_ids, labels = batch()
+
+    def layer_state(i: int) -> tuple[bool, bool]:
+        """(has optimizer state, is bit-identical to the start) for every tensor of layer i."""
+        params = dict(model.named_parameters())
+        names = [name for name in params if name.startswith(f"backbone.layers.{i}.")]
+        return (all(params[n] in optimizer.state for n in names),
+                all(torch.equal(params[n], before[n]) for n in names))
+
+    seen = {}
+    for step in range(8):  # stages of 2 steps: k = 3, 3, 2, 2, 1, 1, 0, 0
+        finetune.freeze(model, finetune.gradual_unfreezing_k(step, every=2, n_layers=3))
+        optimizer.zero_grad(set_to_none=True)
+        _, loss = model(input_ids, labels=labels)
+        loss.backward()
+        optimizer.step()
+        seen[step] = [layer_state(i) for i in range(3)]
+    untouched, trained = (False, True), (True, False)
+    assert seen[1] == [untouched, untouched, untouched]  # head only
+    assert seen[3] == [untouched, untouched, trained]  # + the top layer
+    assert seen[5] == [untouched, trained, trained]
+    assert seen[7] == [trained, trained, trained]
+    # the embedding trained only in the last stage (steps 6, 7): 2 AdamW steps
+    assert optimizer.state[model.embedding.token.weight]["step"].item() == 2.0
