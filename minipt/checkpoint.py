@@ -28,8 +28,9 @@ import os
 import pickle
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -81,7 +82,7 @@ def _fsync_directory(folder: Path) -> None:
         os.close(descriptor)
 
 
-def _write_atomic(path: str | os.PathLike, write: Any) -> None:
+def _write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it onto ``path``.
 
     On any exception the temporary file is removed and the old ``path`` (if any) is left untouched.
