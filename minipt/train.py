@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from minipt.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json_atomic
 from minipt.models.language_model import evaluation_mode
 from minipt.optim import AdamW, clip_grad_norm_, param_groups, warmup_cosine
-from minipt.plots import plot_loss_curves
+from minipt.plots import plot_loss_curves, read_metrics
 
 __all__ = [
     "TrainConfig",
@@ -188,13 +188,6 @@ def keep_frozen_modules_in_eval(model: nn.Module) -> None:
             module.eval()
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSON-lines file (none when it does not exist)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def append_jsonl(path: Path, record: dict) -> None:
     """Append one JSON line and flush it to disk (a crash loses at most the line being written)."""
     with path.open("a", encoding="utf-8") as file:
@@ -203,7 +196,9 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 def truncate_metrics(path: Path, step: int) -> None:
     """Keep only the records up to ``step`` (used on resume: later lines belong to the lost future)."""
-    records = [record for record in read_jsonl(path) if record["step"] <= step]
+    if not path.exists():
+        return
+    records = [record for record in read_metrics(path) if record["step"] <= step]
     text = "".join(json.dumps(record) + "\n" for record in records)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -397,7 +392,8 @@ def train(
     progress.close()
 
     # 5. the curves and a summary
-    plot_loss_curves(read_jsonl(metrics_path), run_dir / "loss.png")
+    if metrics_path.exists():
+        plot_loss_curves(read_metrics(metrics_path), run_dir / "loss.png")
     result = TrainResult(
         step=loop.step,
         tokens_seen=loop.tokens_seen,
