@@ -1,0 +1,272 @@
+"""Does pretraining help, and which finetuning strategy? The experiment of issue 6.
+
+Every row uses the same character tokenizer (the pretraining run's), the same labelled data (the same stratified
+few-label subset per seed) and the same number of finetuning epochs:
+
+* ``scratch``   — the architecture, randomly initialised, every parameter trained (the control);
+* ``head``      — pretrained, embedding and every layer frozen: only the final norm and the head train;
+* ``freeze{k}`` — pretrained, embedding and the lowest k layers frozen (k = 1 .. n_layers - 1);
+* ``full``      — pretrained, nothing frozen;
+* ``gradual``   — ULMFiT's gradual unfreezing; ``discriminative`` — per-layer learning rates;
+* ``bow``       — a bag-of-words logistic regression (word counts, softmax regression trained with AdamW);
+* ``majority``  — always the most frequent training label.
+
+Models: ``transformer-clm`` (next-token pretraining), ``transformer-mlm`` (masked-LM pretraining, bidirectional)
+and ``gru`` (next-token). ``--sizes`` gives the numbers of labelled examples (``all`` = the whole training split);
+every (task, model, row, size, seed) is one entry of the results JSON, which the script skips when it is already
+there, so an interrupted run resumes. At the end the ``finetune`` section of ``benchmarks/RESULTS.md`` gets the
+mean ± standard deviation over seeds, and ``benchmarks/sample_efficiency.png`` plots test accuracy against the
+number of labels for ``--curve-rows`` (default: the frozen-lower-layers row and scratch).
+
+A reduced run (what fits a shared 2-core CPU)::
+
+    python benchmarks/finetune_experiment.py --tasks shakespeare-verse --models transformer-clm --sizes 200 \\
+        --seeds 0,1,2 --pretrain-steps 1500 --epochs 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from results import machine_line, write_section
+
+from minipt import functional as MF
+from minipt.checkpoint import write_json_atomic
+from minipt.classify import FinetuneConfig, finetune, majority_baseline, select_train_examples
+from minipt.data import load_task
+from minipt.metrics import accuracy, confusion_matrix, macro_f1
+from minipt.optim import AdamW
+from minipt.plots import plot_sample_efficiency
+from minipt.pretrain import PretrainConfig, pretrain
+
+HERE = Path(__file__).resolve().parent
+MODELS = {  # name -> pretraining settings (everything else: PretrainConfig's defaults)
+    "transformer-clm": {"model": "transformer", "objective": "clm"},
+    "transformer-mlm": {"model": "transformer", "objective": "mlm"},
+    "gru": {"model": "gru", "objective": "clm"},
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The bag-of-words baseline
+# ----------------------------------------------------------------------------------------------------------
+
+WORD = re.compile(r"[a-z']+")
+
+
+def bag_of_words(texts: list[str], vocabulary: dict[str, int]) -> torch.Tensor:
+    """Word counts ``(N, V)``, each row divided by its number of known words (so long speeches are not louder)."""
+    features = torch.zeros(len(texts), len(vocabulary))
+    for row, text in enumerate(texts):
+        for word in WORD.findall(text.lower()):
+            if word in vocabulary:
+                features[row, vocabulary[word]] += 1.0
+    return features / features.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+def bow_logistic_regression(data, train_examples: list, seed: int, steps: int = 300) -> dict:
+    r"""Softmax regression on bag-of-words features, :math:`p(y \mid x) = \operatorname{softmax}(W x + b)`,
+    trained full-batch with AdamW (weight decay 0.01) for ``steps`` steps; the step with the best validation
+    accuracy (checked every 10) is the one scored on the test split."""
+    torch.manual_seed(seed)
+    vocabulary = {}
+    for text, _ in train_examples:
+        for word in WORD.findall(text.lower()):
+            vocabulary.setdefault(word, len(vocabulary))
+
+    def tensors(examples):
+        x = bag_of_words([text for text, _ in examples], vocabulary)  # (N, V)
+        return x, torch.tensor([data.labels.index(label) for _, label in examples])  # (N,)
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = map(tensors, (train_examples, data.validation, data.test))
+    linear = torch.nn.Linear(len(vocabulary), len(data.labels))
+    optimizer = AdamW(linear.parameters(), lr=0.05, weight_decay=0.01)
+    best_accuracy, best_state = -1.0, None
+    start = time.perf_counter()
+    for step in range(steps):
+        loss = MF.cross_entropy(linear(x_train), y_train)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 10 == 9:
+            with torch.no_grad():
+                val_accuracy = accuracy(linear(x_val).argmax(dim=-1), y_val)
+            if val_accuracy > best_accuracy:
+                best_accuracy, best_state = val_accuracy, {k: v.clone() for k, v in linear.state_dict().items()}
+    linear.load_state_dict(best_state)
+    with torch.no_grad():
+        predictions = linear(x_test).argmax(dim=-1)
+    wall = time.perf_counter() - start
+    return {"test_accuracy": accuracy(predictions, y_test),
+            "test_macro_f1": macro_f1(confusion_matrix(predictions, y_test, len(data.labels))),
+            "trainable_params": sum(p.numel() for p in linear.parameters()), "wall_seconds": wall,
+            "seconds_per_step": wall / steps, "best_val_accuracy": best_accuracy}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The rows
+# ----------------------------------------------------------------------------------------------------------
+
+
+def pretrained_run(model: str, steps: int, work: Path) -> Path:
+    """The pretraining run of ``model`` with ``steps`` steps (trained once, then reused)."""
+    run = work / f"pretrain-{model}-{steps}"
+    if not (run / "best.pt").exists():
+        if run.exists():  # an interrupted pretraining: start it again
+            for path in sorted(run.iterdir()):
+                path.unlink()
+        config = PretrainConfig(**MODELS[model], steps=steps, warmup=min(100, steps // 10),
+                                eval_every=max(1, steps // 5), eval_batches=20)
+        print(f"pretraining {model} for {steps} steps into {run}", flush=True)
+        pretrain(config, run, progress=True)
+    return run
+
+
+def row_config(row: str, base: FinetuneConfig) -> FinetuneConfig:
+    """The finetuning settings of a neural row."""
+    if row == "scratch":
+        return replace(base, from_scratch=True, freeze="none")
+    if row == "head":
+        return replace(base, freeze="all")
+    if row == "full":
+        return replace(base, freeze="none")
+    if row in ("gradual", "discriminative"):
+        return replace(base, freeze="none", strategy=row)
+    if row.startswith("freeze"):
+        return replace(base, freeze=row[len("freeze"):])
+    raise SystemExit(f"unknown row {row!r}")
+
+
+def run_row(key: str, task: str, model: str, row: str, size: int, seed: int, args, work: Path) -> dict:
+    data = load_task(task)
+    train_examples = select_train_examples(data.train, size, seed)
+    if row == "majority":
+        baseline = majority_baseline(data, train=train_examples)
+        return {"test_accuracy": baseline["accuracy"], "test_macro_f1": baseline["macro_f1"], "trainable_params": 0,
+                "wall_seconds": 0.0, "seconds_per_step": 0.0}
+    if row == "bow":
+        return bow_logistic_regression(data, train_examples, seed)
+    base = FinetuneConfig(from_run=str(pretrained_run(model, args.pretrain_steps, work)), task=task,
+                          epochs=args.epochs, lr=args.lr, batch_size=32, pooling=args.pooling, train_examples=size,
+                          val_examples=args.val_examples, seed=seed, device=args.device)
+    run_dir = work / "runs" / key.replace("/", "_")
+    if run_dir.exists():  # a row interrupted midway: start it again
+        for path in sorted(run_dir.iterdir()):
+            path.unlink()
+    summary = finetune(row_config(row, base), run_dir, progress=False, verbose=False)
+    keep = ["test_accuracy", "test_macro_f1", "trainable_params", "total_params", "wall_seconds", "seconds_per_step",
+            "best_val_accuracy", "steps"]
+    return {name: summary[name] for name in keep}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reporting
+# ----------------------------------------------------------------------------------------------------------
+
+
+def mean_and_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 with one value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def grouped(results: dict) -> dict[tuple, list[dict]]:
+    """Entries grouped by (task, model, row, size), seeds pooled."""
+    groups: dict[tuple, list[dict]] = {}
+    for entry in results.values():
+        groups.setdefault((entry["task"], entry["model"], entry["row"], entry["size"]), []).append(entry)
+    return groups
+
+
+def markdown_table(results: dict, args) -> str:
+    lines = [
+        f"Finetuning experiment: {args.epochs} epochs, lr {args.lr}, pooling {args.pooling}, batch 32, char "
+        f"tokenizer, pretraining {args.pretrain_steps} steps; mean ± std over seeds; test split = held-out plays.",
+        machine_line(),
+        "",
+        "| task | model | row | labels | seeds | test accuracy | test macro-F1 | trainable params | s / step | "
+        "wall s |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (task, model, row, size), entries in sorted(grouped(results).items(), key=lambda item: str(item[0])):
+        acc, acc_sd = mean_and_spread([e["test_accuracy"] for e in entries])
+        f1, f1_sd = mean_and_spread([e["test_macro_f1"] for e in entries])
+        per_step = statistics.mean(e["seconds_per_step"] for e in entries)
+        wall = statistics.mean(e["wall_seconds"] for e in entries)
+        model_name = "-" if row in ("bow", "majority") else model
+        lines.append(f"| {task} | {model_name} | {row} | {size or 'all'} | {len(entries)} | {acc:.3f} ± {acc_sd:.3f} "
+                     f"| {f1:.3f} ± {f1_sd:.3f} | {entries[0]['trainable_params']:,} | {per_step:.3f} | {wall:.0f} |")
+    return "\n".join(lines)
+
+
+def plot_curve(results: dict, args) -> None:
+    """Test accuracy against labels for the first task and model, rows ``--curve-rows``, if there are >= 2 sizes."""
+    task, model = args.tasks.split(",")[0], args.models.split(",")[0]
+    curves, baselines = {}, {}
+    for (t, m, row, size), entries in grouped(results).items():
+        if t != task or (m != model and row not in ("bow", "majority")):
+            continue
+        if row in args.curve_rows.split(",") or row == "bow":
+            mean, spread = mean_and_spread([e["test_accuracy"] for e in entries])
+            curves.setdefault(row, []).append((size or len(load_task(task).train), mean, spread))
+        if row == "majority":
+            baselines["majority class"] = statistics.mean(e["test_accuracy"] for e in entries)
+    curves = {row: sorted(points) for row, points in curves.items() if len(points) >= 2}
+    if curves:
+        plot_sample_efficiency(curves, HERE / "sample_efficiency.png", baselines=baselines,
+                               title=f"{task}: test accuracy against labelled examples ({model})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="The finetuning experiment (see the module docstring).")
+    parser.add_argument("--tasks", default="shakespeare-verse")
+    parser.add_argument("--models", default="transformer-clm", help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--rows", default="majority,bow,scratch,head,freeze1,freeze2,freeze3,full,gradual,"
+                        "discriminative")
+    parser.add_argument("--sizes", default="200", help="labelled examples per row, comma-separated; 'all' = all")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--pretrain-steps", type=int, default=1500)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--pooling", default="mean")
+    parser.add_argument("--val-examples", type=int, default=500, help="validation examples scored per epoch")
+    parser.add_argument("--curve-rows", default="freeze3,scratch")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--work", default="runs/finetune_experiment", help="folder for the runs (git-ignored)")
+    parser.add_argument("--results", default=str(HERE / "finetune_results.json"))
+    args = parser.parse_args()
+
+    results_path, work = Path(args.results), Path(args.work)
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    sizes = [0 if size == "all" else int(size) for size in args.sizes.split(",")]
+    for task in args.tasks.split(","):
+        for model in args.models.split(","):
+            for size in sizes:
+                for row in args.rows.split(","):
+                    for seed in [int(seed) for seed in args.seeds.split(",")]:
+                        settings = f"e{args.epochs}-lr{args.lr}-{args.pooling}-p{args.pretrain_steps}"
+                        key = f"{task}/{model}/{row}/{size}/{seed}/{settings}"
+                        if key in results:
+                            continue
+                        entry = run_row(key, task, model, row, size, seed, args, work)
+                        results[key] = {"task": task, "model": model, "row": row, "size": size, "seed": seed,
+                                        "settings": settings, **entry}
+                        write_json_atomic(results_path, results)
+                        print(f"{key}: test accuracy {entry['test_accuracy']:.3f}, macro-F1 "
+                              f"{entry['test_macro_f1']:.3f} ({entry['wall_seconds']:.0f} s)", flush=True)
+    current = {key: entry for key, entry in results.items()
+               if entry["settings"] == f"e{args.epochs}-lr{args.lr}-{args.pooling}-p{args.pretrain_steps}"}
+    markdown = markdown_table(current, args)
+    write_section("finetune", markdown)
+    plot_curve(current, args)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""``minipt demo``: the whole story of pretraining in a few minutes on a laptop CPU.
+
+1. **Pretrain** a small character-level Transformer on Shakespeare's plays (the test plays held out) with
+   next-token prediction (:func:`minipt.pretrain.pretrain`).
+2. **Finetune** it on ``shakespeare-verse`` (is a speech verse or prose?) with only a few hundred labelled
+   speeches, its embedding and lower layers frozen (:func:`minipt.classify.finetune`).
+3. **Control**: the same architecture, randomly initialised, trained on the same labelled speeches.
+4. **Report**: test accuracy, macro-F1, trainable parameters and wall time side by side, beside the
+   majority-class baseline, printed and saved as ``report.md`` (with each run's plots) in the demo folder.
+
+The three runs are ordinary run folders (``pretrain/``, ``finetuned/``, ``scratch/``) that ``minipt evaluate`` and
+``minipt generate`` can read. ``tiny=True`` shrinks everything so that a test runs the whole demo in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from minipt.classify import FinetuneConfig, finetune
+from minipt.pretrain import PretrainConfig, pretrain
+
+__all__ = ["DemoSettings", "demo_settings", "run_demo", "format_report"]
+
+
+@dataclass
+class DemoSettings:
+    """What the demo trains: a pretraining config, then the finetuning of it (frozen) and the control."""
+
+    pretrain: PretrainConfig
+    finetuned: FinetuneConfig  # from_run is filled in by run_demo
+    labels: int  # labelled training speeches (the few-label regime)
+
+
+def demo_settings(minutes: float = 5.0, tiny: bool = False, device: str = "auto") -> DemoSettings:
+    """The demo's settings. Pretraining gets about 60% of the budget, at a measured ~0.1 s per step of this
+    model on a 2-core CPU (``minutes=5`` -> 1,800 steps); the finetuning runs are short and fixed.
+
+    ``tiny``: a 1-layer, 16-wide model, 10 pretraining steps, 20 labels and 40 validation speeches — only for
+    checking that the pipeline runs end to end.
+    """
+    if not minutes > 0:
+        raise ValueError(f"--minutes must be > 0, got {minutes}")
+    if tiny:
+        pretrain_config = PretrainConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, steps=10, batch_size=8,
+                                         block_size=32, warmup=2, eval_every=5, eval_batches=2, device=device)
+        finetuned = FinetuneConfig(from_run="", freeze="all", epochs=2, batch_size=8, train_examples=20,
+                                   val_examples=40, device=device)
+        return DemoSettings(pretrain_config, finetuned, labels=20)
+    pretrain_steps = max(100, int(minutes * 60 * 0.6 / 0.1))
+    pretrain_config = PretrainConfig(d_model=128, n_layers=4, n_heads=4, d_ff=512, steps=pretrain_steps,
+                                     batch_size=32, block_size=128, warmup=100, eval_every=max(1, pretrain_steps // 6),
+                                     eval_batches=20, device=device)
+    finetuned = FinetuneConfig(from_run="", freeze="3", epochs=15, lr=1e-3, batch_size=32, train_examples=200,
+                               pooling="mean", device=device)
+    return DemoSettings(pretrain_config, finetuned, labels=200)
+
+
+def format_report(rows: list[dict], baseline: dict, settings: DemoSettings, task: str) -> str:
+    """The side-by-side table as Markdown."""
+    lines = [
+        "# minipt demo: does pretraining help with few labels?",
+        "",
+        f"Task: `{task}` (test plays never seen in pretraining or finetuning), "
+        f"{settings.labels} labelled training speeches.",
+        "",
+        "| model | test accuracy | test macro-F1 | trainable params | wall time (s) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        lines.append(f"| {row['name']} | {row['test_accuracy']:.3f} | {row['test_macro_f1']:.3f} | "
+                     f"{row['trainable_params']:,} | {row['wall_seconds']:.1f} |")
+    lines.append(f"| majority class ({baseline['label']}) | {baseline['accuracy']:.3f} | {baseline['macro_f1']:.3f} "
+                 "| 0 | 0.0 |")
+    lines += [
+        "",
+        f"Pretraining: {settings.pretrain.steps} steps of next-token prediction "
+        f"({settings.pretrain.n_layers} layers, d_model {settings.pretrain.d_model}), "
+        "curves in `pretrain/loss.png`.",
+        f"Finetuned: embedding and lowest {settings.finetuned.freeze} layers frozen, {settings.finetuned.epochs} "
+        "epochs; from scratch: same architecture and data, every parameter trained from a random start.",
+        "",
+        "Confusion matrices: `finetuned/confusion.png`, `scratch/confusion.png`; per-class tables: "
+        "`*/classification_report.txt`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_demo(out: str | Path = "demo", minutes: float = 5.0, tiny: bool = False, device: str = "auto",
+             progress: bool = True) -> str:
+    """Pretrain, finetune, train the control, and write ``out/report.md``; returns the report text."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"--out {out} already exists and is not empty; choose a new folder")
+    settings = demo_settings(minutes, tiny, device)
+    start = time.perf_counter()
+
+    print(f"[1/3] pretraining a {settings.pretrain.n_layers}-layer Transformer on Shakespeare "
+          f"({settings.pretrain.steps} steps)", flush=True)
+    pretrain(settings.pretrain, out / "pretrain", progress=progress)
+    finetuned_config = replace(settings.finetuned, from_run=str(out / "pretrain"))
+
+    print(f"[2/3] finetuning it on {finetuned_config.task} with {settings.labels} labels, "
+          f"lower {finetuned_config.freeze} layers frozen", flush=True)
+    finetuned = finetune(finetuned_config, out / "finetuned", progress=progress)
+
+    print("[3/3] the control: same architecture and labels, trained from scratch", flush=True)
+    scratch = finetune(replace(finetuned_config, from_scratch=True, freeze="none"), out / "scratch", progress=progress)
+
+    rows = [{"name": "pretrained + frozen lower layers", **finetuned}, {"name": "from scratch", **scratch}]
+    report = format_report(rows, finetuned["majority_baseline"], settings, finetuned_config.task)
+    report += f"\nTotal demo time: {time.perf_counter() - start:.0f} s.\n"
+    (out / "report.md").write_text(report, encoding="utf-8")
+    print(report)
+    return report

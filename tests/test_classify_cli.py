@@ -1,0 +1,244 @@
+"""The finetuning job (minipt.classify) and the `minipt finetune` / `minipt evaluate` commands, on a tiny
+pretrained run and a tiny labelled file."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from minipt import cli
+from minipt.checkpoint import load_checkpoint
+from minipt.classify import (
+    FinetuneConfig,
+    FinetuneConfigError,
+    evaluate_run,
+    finetune,
+    majority_baseline,
+    optimizer_groups,
+    select_train_examples,
+)
+from minipt.data import LabelledData
+from minipt.models import SequenceClassifier, TransformerLM
+from minipt.pretrain import PretrainConfig, load_run, pretrain
+
+CORPUS = "the rose is red and the sky is blue; so sing the birds of may in the wood.\n" * 60
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A 2-layer character Transformer pretrained for 6 steps on a tiny corpus."""
+    folder = tmp_path_factory.mktemp("finetune")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    config = PretrainConfig(corpus=str(corpus), d_model=16, n_layers=2, n_heads=2, d_ff=32, block_size=32, steps=6,
+                            batch_size=4, warmup=1, eval_every=6, eval_batches=1, seed=0, device="cpu")
+    pretrain(config, folder / "pretrain", progress=False)
+    # two classes a tiny model can tell apart: 30 "rose" speeches and 20 "bird" speeches
+    rows = ["text,label"] + [f"the rose is red {i % 7} and so is the rose,rose" for i in range(30)]
+    rows += [f"sing birds of may in the wood {i % 5} sing,bird" for i in range(20)]
+    task = folder / "task.csv"
+    task.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder, folder / "pretrain", task
+
+
+def base_config(pretrained, **changes) -> FinetuneConfig:
+    _, run, task = pretrained
+    config = FinetuneConfig(from_run=str(run), task=str(task), epochs=2, batch_size=8, lr=3e-3, seed=0, device="cpu")
+    return replace(config, **changes)
+
+
+def part_size(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ------------------------------------------------------------------------------------------------------
+# Pieces
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_select_train_examples_is_stratified_with_exact_counts():
+    examples = [(f"a{i}", "a") for i in range(30)] + [(f"b{i}", "b") for i in range(10)]
+    # n = 8: exact shares 8 * 30/40 = 6 and 8 * 10/40 = 2
+    chosen = select_train_examples(examples, 8, seed=3)
+    assert sorted(y for _, y in chosen).count("a") == 6 and len(chosen) == 8
+    # n = 7: shares 5.25 and 1.75 -> floors 5 + 1 = 6, the one place left goes to the larger remainder (b, 0.75)
+    chosen = select_train_examples(examples, 7, seed=3)
+    assert [y for _, y in chosen].count("a") == 5 and [y for _, y in chosen].count("b") == 2
+    assert len(set(chosen)) == 7 and set(chosen) <= set(examples)
+    assert select_train_examples(examples, 7, seed=3) == chosen  # seeded
+    assert select_train_examples(examples, 7, seed=4) != chosen
+    assert sorted(select_train_examples(examples, 0, seed=3)) == sorted(examples)  # 0: every example
+
+
+def test_majority_baseline_by_hand():
+    data = LabelledData(train=[("x", "a"), ("y", "a"), ("z", "b")], validation=[],
+                        test=[("p", "a"), ("q", "b"), ("r", "b"), ("s", "b")], labels=["a", "b"], name="t")
+    baseline = majority_baseline(data)
+    # always "a" (2 of 3 training labels): right on 1 of the 4 test examples
+    # class a: precision 1/4, recall 1/1 -> F1 = 2 (1/4)(1) / (1/4 + 1) = 0.4; class b: never predicted -> F1 0
+    assert baseline["label"] == "a"
+    assert baseline["accuracy"] == pytest.approx(0.25)
+    assert baseline["macro_f1"] == pytest.approx(0.2)
+
+
+def tiny_classifier() -> SequenceClassifier:
+    torch.manual_seed(0)
+    return SequenceClassifier(TransformerLM(12, d_model=8, n_layers=2, n_heads=2, d_ff=16, max_len=8), 2)
+
+
+def test_l2sp_takes_weight_decay_off_the_backbone_only():
+    model = tiny_classifier()
+    config = FinetuneConfig(from_run="unused", weight_decay=0.1, l2sp=0.01)
+    groups = optimizer_groups(model, config, frozen_k=1)
+    head = {id(model.head.weight), id(model.head.bias)}
+    for group in groups:
+        for p in group["params"]:
+            if id(p) in head:
+                assert group["weight_decay"] == (0.1 if p.ndim == 2 else 0.0)
+            else:
+                assert group["weight_decay"] == 0.0
+    # frozen parts (embedding, layers.0) are not in the optimizer
+    listed = {id(p) for g in groups for p in g["params"]}
+    assert listed.isdisjoint(id(p) for p in [*model.embedding.parameters(), *model.layers[0].parameters()])
+
+
+def test_gradual_groups_hold_every_parameter_and_start_with_the_top_only():
+    model = tiny_classifier()
+    groups = optimizer_groups(model, FinetuneConfig(from_run="unused", strategy="gradual"), frozen_k=0)
+    assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.parameters()}
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == {
+        "backbone.norm.weight", "backbone.norm.bias", "head.weight", "head.bias"}
+
+
+# ------------------------------------------------------------------------------------------------------
+# The job
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_finetune_frozen_writes_the_run_and_leaves_frozen_weights_bit_identical(pretrained, tmp_path):
+    _, run, _ = pretrained
+    summary = finetune(base_config(pretrained, freeze="1"), tmp_path / "ft", progress=False)
+    for name in ["config.json", "tokenizer.json", "best.pt", "last.pt", "metrics.jsonl", "loss.png", "confusion.png",
+                 "classification_report.txt", "summary.json"]:
+        assert (tmp_path / "ft" / name).exists(), name
+    pretrained_lm, _, _ = load_run(run)
+    best = load_checkpoint(tmp_path / "ft" / "best.pt")["model"]
+    last = load_checkpoint(tmp_path / "ft" / "last.pt")
+    for name, value in pretrained_lm.state_dict().items():
+        if name.startswith(("embedding.", "layers.0.", "lm_head.")):  # lm_head is tied to the embedding
+            assert torch.equal(best[f"backbone.{name}"], value), name
+            assert torch.equal(last["model"][f"backbone.{name}"], value), name
+    changed = [n for n, v in pretrained_lm.state_dict().items() if not torch.equal(last["model"][f"backbone.{n}"], v)]
+    assert any(name.startswith("layers.1.") for name in changed)
+    # trainable = total - embedding - layers.0; the optimizer holds state for exactly the trainable tensors
+    expected = summary["total_params"] - part_size(pretrained_lm.embedding) - part_size(pretrained_lm.layers[0])
+    assert summary["trainable_params"] == expected
+    n_trainable_tensors = len(list(pretrained_lm.layers[1].parameters())) + 2 + 2  # + final norm + head
+    assert len(last["optimizer"]["state"]) == n_trainable_tensors
+    # 40 training rows (80% of 50) / batch 8 = 5 steps per epoch, 2 epochs, one evaluation per epoch
+    records = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10]
+    assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in records)
+    for key in ["test_accuracy", "test_macro_f1", "wall_seconds", "seconds_per_step", "settings"]:
+        assert key in summary
+    # evaluate_run reloads best.pt and must reproduce the test numbers exactly
+    evaluation = evaluate_run(tmp_path / "ft")
+    assert evaluation["accuracy"] == summary["test_accuracy"]
+    assert evaluation["macro_f1"] == summary["test_macro_f1"]
+    assert "rose" in (tmp_path / "ft" / "classification_report.txt").read_text()
+
+
+def test_from_scratch_trains_everything_from_a_fresh_start(pretrained, tmp_path):
+    summary = finetune(base_config(pretrained, from_scratch=True, epochs=1), tmp_path / "scratch", progress=False)
+    assert summary["trainable_params"] == summary["total_params"]
+    assert summary["settings"]["from_scratch"] is True
+
+
+def test_gradual_unfreezing_in_the_training_loop_follows_the_schedule(pretrained, tmp_path):
+    # 3 epochs x 5 steps = 15 steps; 2 layers -> 3 stages of ceil(15 / 3) = 5 steps:
+    # steps 1-5 the top only, 6-10 + layers.1, 11-15 + layers.0 and the embedding
+    finetune(base_config(pretrained, strategy="gradual", epochs=3), tmp_path / "gradual", progress=False)
+    state = load_checkpoint(tmp_path / "gradual" / "last.pt")["optimizer"]["state"]
+    steps_taken = sorted(int(s["step"].item()) for s in state.values())
+    _, run, _ = pretrained
+    lm, _, _ = load_run(run)
+    n_layer = len(list(lm.layers[0].parameters()))
+    n_embedding = len(list(lm.embedding.parameters()))  # token (tied with lm_head) and position
+    assert steps_taken == [5] * (n_layer + n_embedding) + [10] * n_layer + [15] * 4
+
+
+def test_discriminative_learning_rates_reach_the_optimizer(pretrained, tmp_path):
+    finetune(base_config(pretrained, strategy="discriminative", lr_decay=0.5, epochs=1), tmp_path / "d", progress=False)
+    groups = load_checkpoint(tmp_path / "d" / "last.pt")["optimizer"]["param_groups"]
+    # top level T = 2 layers + 1 = 3: embedding 3e-3 * 0.5^3, layers 0.5^2 and 0.5^1, top 3e-3
+    assert [(g["name"], g["initial_lr"]) for g in groups] == [
+        ("embedding", 3e-3 * 0.125), ("layers.0", 3e-3 * 0.25), ("layers.1", 3e-3 * 0.5), ("top", 3e-3)]
+
+
+def test_language_model_finetuning_lowers_the_loss_on_the_new_text(pretrained, tmp_path):
+    folder, run, _ = pretrained
+    new_text = folder / "new.txt"
+    new_text.write_text("a wood of may, a bird of may; the birds sing of the rose.\n" * 40, encoding="utf-8")
+    summary = finetune(base_config(pretrained, task=f"lm:{new_text}", freeze="1", epochs=3, lr=1e-2),
+                       tmp_path / "lm", progress=False)
+    assert summary["best_val_loss"] < summary["val_loss_before"] - 0.1
+    assert summary["perplexity_after"] == pytest.approx(math.exp(summary["best_val_loss"]))
+    lm, _, _ = load_run(run)
+    last = load_checkpoint(tmp_path / "lm" / "last.pt")["model"]
+    assert all(torch.equal(last[name], value) for name, value in lm.state_dict().items()
+               if name.startswith(("embedding.", "layers.0.")))
+
+
+def test_bad_settings_name_the_flag(pretrained, tmp_path):
+    with pytest.raises(FinetuneConfigError, match="--strategy"):
+        finetune(base_config(pretrained, strategy="sideways"), tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="--freeze must be between 0 and 2"):
+        finetune(base_config(pretrained, freeze="3"), tmp_path / "y", progress=False)
+    with pytest.raises(FinetuneConfigError, match="--max-len 64 exceeds"):
+        finetune(base_config(pretrained, max_len=64), tmp_path / "z", progress=False)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The command line
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_cli_finetune_then_evaluate(pretrained, tmp_path, capsys):
+    _, run, task = pretrained
+    out = tmp_path / "cli"
+    status = cli.main(["finetune", "--from", str(run), "--task", str(task), "--freeze", "all", "--epochs", "1",
+                       "--batch-size", "8", "--device", "cpu", "--out", str(out), "--quiet"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "layers.1" in printed and "trainable" in printed  # the parameter table came first
+    summary = json.loads((out / "summary.json").read_text())
+    assert cli.main(["evaluate", "--from", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{summary['test_accuracy']:.4f}" in printed and "rose" in printed
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--freeze", "9"], "--freeze must be between 0 and 2"),
+        (["--freeze", "half"], "--freeze must be an integer, 'all' or 'none'"),
+        (["--task", "missing.csv"], "missing.csv"),
+        (["--lr", "-1"], "--lr must be > 0"),
+    ],
+)
+def test_cli_finetune_bad_input_is_one_line_and_exit_2(pretrained, tmp_path, capsys, arguments, message):
+    _, run, task = pretrained
+    argv = ["finetune", "--from", str(run), "--task", str(task), "--out", str(tmp_path / "bad"), "--device", "cpu",
+            "--quiet", *arguments]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+
+
+def test_cli_evaluate_of_a_missing_run_is_exit_2(tmp_path, capsys):
+    assert cli.main(["evaluate", "--from", str(tmp_path / "nothing")]) == 2
+    assert "nothing" in capsys.readouterr().err
