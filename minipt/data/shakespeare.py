@@ -40,8 +40,8 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from minipt.data.text import DataError, LabelledData, check_labelled
 
@@ -75,12 +75,13 @@ VERSE_MIN_LINES = 3
 PROSE_MIN_LOWERCASE_FRACTION = 0.3
 GENRE_MIN_WORDS = 20
 
-PARSER_VERSION = 1  # bump when parse_play changes, so old caches are rebuilt
+PARSER_VERSION = 2  # bump when parse_play or the cache format changes, so old caches are rebuilt
 
 
-@dataclass(frozen=True)
-class Speech:
-    """One speech: who says which lines, where. ``scene_id`` identifies its scene across the whole corpus."""
+class Speech(NamedTuple):
+    """One speech: who says which lines, where. ``scene_id`` identifies its scene across the whole corpus.
+
+    A named tuple, so that it is cheap to build and saves to JSON as a plain list."""
 
     play: str  # the file's name, e.g. "macbeth"
     genre: str  # the folder, e.g. "tragedies"
@@ -214,7 +215,7 @@ def _source_key(files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_json_atomic(path: Path, payload: object) -> None:
+def _write_json_atomic(path: Path, payload: list) -> None:
     """Write JSON to a temporary file in the same folder, then rename it over ``path`` (never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as handle:
@@ -233,13 +234,13 @@ def speeches() -> list[Speech]:
         return _loaded[key]
     cache_file = cache_dir() / f"shakespeare-speeches-{key}.json"
     if cache_file.exists():
-        records = json.loads(cache_file.read_text(encoding="utf-8"))
-        result = [Speech(**{**record, "lines": tuple(record["lines"])}) for record in records]
+        rows = json.loads(cache_file.read_text(encoding="utf-8"))  # one [play, genre, act, scene, speaker, lines]
+        result = [Speech(*row[:5], tuple(row[5])) for row in rows]
     else:
         result = []
         for path in files:
             result += parse_play(path.read_text(encoding="utf-8"), play=path.stem, genre=path.parent.name)
-        _write_json_atomic(cache_file, [asdict(speech) for speech in result])
+        _write_json_atomic(cache_file, result)
     _loaded[key] = result
     return result
 
