@@ -123,7 +123,9 @@ def mask_tokens(
     action = torch.rand(input_ids.shape, generator=generator)  # (B, T): < 0.8 mask, < 0.9 random, else keep
     to_mask = chosen & (action < 0.8)
     to_randomize = chosen & (action >= 0.8) & (action < 0.9)
-    ordinary_ids = torch.tensor([i for i in range(vocab_size) if i not in set(special_ids)])
+    is_ordinary = torch.ones(vocab_size, dtype=torch.bool)
+    is_ordinary[list(special_ids)] = False
+    ordinary_ids = torch.arange(vocab_size)[is_ordinary]  # the ids a random replacement may take
     random_tokens = ordinary_ids[torch.randint(len(ordinary_ids), input_ids.shape, generator=generator)]  # (B, T)
 
     inputs = input_ids.clone()

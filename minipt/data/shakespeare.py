@@ -98,7 +98,7 @@ class Speech(NamedTuple):
 # ----------------------------------------------------------------------------------------------------------------
 # Parsing one Markdown play
 
-HEADING = re.compile(r"^(#+)\s*(.*?)\s*$")  # "## ACT I", "### SCENE II. A camp near Forres."
+HEADING = re.compile(r"^#+\s*(.*?)\s*$")  # "## ACT I", "### SCENE II. A camp near Forres."
 SPEAKER = re.compile(r"^\*\*(.+?)\*\*$")  # "**DUNCAN**" alone on its line
 BRACKETED_DIRECTION = re.compile(r"[_*]*\\?\[[^\]]*\][_*]*")  # "_\[Aside]_", "[Within]_", "*[Reads.]*"
 ESCAPE = re.compile(r"\\(.)")  # Markdown escapes such as "\--" or "\["
@@ -147,7 +147,7 @@ def parse_play(markdown: str, play: str, genre: str) -> list[Speech]:
         if heading:
             end_speech()
             speaker = None
-            text = heading.group(2)
+            text = heading.group(1)
             if not title_seen:
                 title_seen = True
             elif text.upper().startswith("ACT"):

@@ -127,7 +127,7 @@ def _rows(path: Path, content: str) -> tuple[list[str], list[tuple[int, dict]]]:
 def _field(path: Path, line_number: int, row: dict, column: str, what: str) -> str:
     """One cell as a stripped string; an empty or missing cell is an error naming the line."""
     value = row.get(column)
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, bool | int | float):  # JSONL labels may be numbers or booleans
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"{path}: line {line_number}: empty {what} (column {column!r})")
