@@ -46,6 +46,8 @@ __all__ = [
     "Tokenizer",
     "load_tokenizer",
     "tokenizer_from_dict",
+    "pre_split",
+    "train_merges",
 ]
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<mask>", "<cls>", "<sep>")
