@@ -75,7 +75,8 @@ class PretrainConfigError(ValueError):
 class PretrainConfig:
     """Every setting of a pretraining run; the names are the CLI flags with underscores (``--d-model`` ->
     ``d_model``). The defaults train a small character-level Transformer on Shakespeare in about 5 minutes on a
-    2-core CPU. ``d_model`` is the GRU's embedding size too; ``hidden_size`` is used by the GRU only."""
+    quiet 2-core CPU (measured: 0.40 s per step of 32 x 128 tokens, so 700 steps, plus 7 evaluations of
+    20 batches). ``d_model`` is the GRU's embedding size too; ``hidden_size`` is used by the GRU only."""
 
     model: str = "transformer"
     objective: str = "clm"
@@ -89,16 +90,16 @@ class PretrainConfig:
     d_ff: int = 512
     hidden_size: int = 256
     dropout: float = 0.1
-    steps: int = 1500
+    steps: int = 700
     batch_size: int = 32
     block_size: int = 128
     lr: float = 1e-3
-    warmup: int = 100
+    warmup: int = 50
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     grad_accum: int = 1
-    eval_every: int = 250
-    eval_batches: int = 0
+    eval_every: int = 100
+    eval_batches: int = 20
     seed: int = 1337
     device: str = "auto"
 

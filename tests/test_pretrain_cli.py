@@ -207,6 +207,13 @@ def test_bad_values_are_one_line_errors(tmp_path, corpus, capsys):
     one_line_error(capsys, status, "latin1.txt", "UTF-8")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_an_error_before_anything_is_written(tmp_path, corpus, capsys):
+    status = main(["pretrain", "--corpus", str(corpus), "--out", str(tmp_path / "run"), *TINY, "--device", "cuda"])
+    one_line_error(capsys, status, "no CUDA GPU is available")
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_existing_run_is_never_overwritten(tmp_path, corpus, capsys):
     out = tmp_path / "run"
     out.mkdir()
