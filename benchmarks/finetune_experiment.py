@@ -8,7 +8,7 @@ few-label subset per seed) and the same number of finetuning epochs:
 * ``freeze{k}`` — pretrained, embedding and the lowest k layers frozen (k = 1 .. n_layers - 1);
 * ``full``      — pretrained, nothing frozen;
 * ``gradual``   — ULMFiT's gradual unfreezing; ``discriminative`` — per-layer learning rates;
-* ``bow``       — a bag-of-words logistic regression (word counts, softmax regression trained with AdamW);
+* ``bow``       — a bag-of-words logistic regression (word presence, softmax regression trained with AdamW);
 * ``majority``  — always the most frequent training label.
 
 Models: ``transformer-clm`` (next-token pretraining), ``transformer-mlm`` (masked-LM pretraining, bidirectional)
@@ -62,13 +62,13 @@ WORD = re.compile(r"[a-z']+")
 
 
 def bag_of_words(texts: list[str], vocabulary: dict[str, int]) -> torch.Tensor:
-    """Word counts ``(N, V)``, each row divided by its number of known words (so long speeches are not louder)."""
+    """Word presence ``(N, V)``: 1 where the text contains the vocabulary's word, else 0 (unknown words dropped)."""
     features = torch.zeros(len(texts), len(vocabulary))
     for row, text in enumerate(texts):
         for word in WORD.findall(text.lower()):
             if word in vocabulary:
-                features[row, vocabulary[word]] += 1.0
-    return features / features.sum(dim=1, keepdim=True).clamp_min(1.0)
+                features[row, vocabulary[word]] = 1.0
+    return features
 
 
 def bow_logistic_regression(data, train_examples: list, seed: int, steps: int = 300) -> dict:
