@@ -312,6 +312,7 @@ def train(
         save_checkpoint(path, checkpoint_state(model, optimizer, scheduler, loop, generator))
 
     last_evaluation: dict[str, float] = {}
+    postfix: dict[str, str] = {}  # what the progress bar shows after the counter
     stopped_early = False
     progress = tqdm(total=config.steps, initial=loop.step, disable=not config.progress, dynamic_ncols=True)
     start_time = time.perf_counter() - loop.elapsed_seconds  # elapsed time carries over a resume
@@ -319,6 +320,7 @@ def train(
 
     while loop.step < config.steps:
         # 2. one optimizer step: average the gradients of grad_accum_steps micro-batches
+        step_start, tokens_before_step = time.perf_counter(), loop.tokens_seen
         model.train()
         keep_frozen_modules_in_eval(model)
         lr = optimizer.param_groups[0]["lr"]
@@ -345,17 +347,22 @@ def train(
         loop.train_loss_sum += step_loss
         loop.train_loss_count += 1
         loop.elapsed_seconds = time.perf_counter() - start_time
+        step_tokens_per_second = (loop.tokens_seen - tokens_before_step) / max(time.perf_counter() - step_start, 1e-9)
+        postfix.update(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{step_tokens_per_second:.0f}")
         progress.update(1)
-        progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+        progress.set_postfix(postfix)
 
         # 3. evaluate, log, keep the best, maybe stop early
         is_eval_step = loop.step % config.eval_every == 0 or loop.step == config.steps
         if is_eval_step:
+            training_seconds = time.perf_counter() - time_at_last_eval  # since the last evaluation ended
+            tokens_per_second = (loop.tokens_seen - tokens_at_last_eval) / max(training_seconds, 1e-9)
             with torch.no_grad(), evaluation_mode(model), autocast_context(device):
                 last_evaluation = {name: float(value) for name, value in evaluate(model).items()}
-            now = time.perf_counter()
-            tokens_per_second = (loop.tokens_seen - tokens_at_last_eval) / max(now - time_at_last_eval, 1e-9)
-            tokens_at_last_eval, time_at_last_eval = loop.tokens_seen, now
+            if config.monitor not in last_evaluation:
+                raise TrainConfigError(
+                    f"monitor {config.monitor!r} is not among the evaluation's results {sorted(last_evaluation)}"
+                )
             record = {
                 "step": loop.step,
                 "tokens": loop.tokens_seen,
@@ -367,14 +374,8 @@ def train(
             }
             loop.train_loss_sum, loop.train_loss_count = 0.0, 0
             append_jsonl(metrics_path, record)
-            progress.set_postfix(
-                loss=f"{record['train_loss']:.4f}", val=f"{last_evaluation.get(config.monitor, math.nan):.4f}",
-                lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}",
-            )
-            if config.monitor not in last_evaluation:
-                raise TrainConfigError(
-                    f"monitor {config.monitor!r} is not among the evaluation's results {sorted(last_evaluation)}"
-                )
+            postfix[config.monitor] = f"{last_evaluation[config.monitor]:.4f}"
+            progress.set_postfix(postfix)
             value = last_evaluation[config.monitor]
             if is_improvement(value, loop.best_metric, config.mode):
                 loop.best_metric, loop.best_step = value, loop.step
@@ -387,6 +388,8 @@ def train(
         # 4. the latest state, for resuming
         if is_eval_step or (config.save_every is not None and loop.step % config.save_every == 0):
             save(last_path)
+        if is_eval_step:  # tokens/s measures training only, not evaluating and saving
+            tokens_at_last_eval, time_at_last_eval = loop.tokens_seen, time.perf_counter()
         if stopped_early:
             break
     progress.close()
