@@ -13,6 +13,7 @@ User mistakes (a bad flag value, a missing file) end in one line on stderr and e
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tomllib
 from collections.abc import Callable
@@ -91,8 +92,6 @@ def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def read_config_file(path: str) -> dict:
     """The settings of a JSON or TOML ``--config`` file; unknown keys are an error naming the key and file."""
-    import json
-
     from minipt.pretrain import PretrainConfig
 
     file = Path(path)
