@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from minipt.optim import param_groups
+
 
 def _layer_count(model: nn.Module) -> int:
     return len(model.layers)
@@ -83,7 +85,7 @@ def gradual_unfreezing_k(step: int, every: int, n_layers: int) -> int:
 def discriminative_param_groups(
     model: nn.Module, lr: float, decay: float = 1 / 2.6, weight_decay: float = 0.0
 ) -> list[dict]:
-    r"""One parameter group per level, the lower the level the smaller the learning rate (ULMFiT).
+    r"""Parameter groups per level, the lower the level the smaller the learning rate (ULMFiT).
 
     Levels: the embedding is level 0, ``layers[i]`` is level ``i + 1``, everything above the layers (final norm
     and heads) is the top level :math:`T = n_{\text{layers}} + 1`. Level ``l`` learns at
@@ -92,32 +94,28 @@ def discriminative_param_groups(
         \text{lr}_l = \text{lr} \cdot \text{decay}^{\,T - l}
 
     so the head gets ``lr``, the top layer ``lr * decay``, ..., the embedding ``lr * decay**T``.
-    Frozen parameters (``requires_grad=False``) are left out. Each group carries a ``name`` for logging.
+    Within a level, weight decay follows :func:`minipt.optim.param_groups` (none for biases, norms and
+    embeddings), so a level may give two groups with the same ``lr``. Frozen parameters are left out. Each group
+    carries a ``name`` (the level) for logging.
     """
-    n_layers = _layer_count(model)
-    top = n_layers + 1
-    seen: set[int] = set()
-
-    def trainable(module: nn.Module) -> list[Tensor]:
-        found = []
-        for parameter in module.parameters():
-            if parameter.requires_grad and id(parameter) not in seen:
-                seen.add(id(parameter))
-                found.append(parameter)
-        return found
-
+    decay_group, _ = param_groups(model, weight_decay)
+    decayed = {id(p) for p in decay_group["params"]}
+    top = len(model.layers) + 1
     levels = [("embedding", 0, model.embedding)]
     levels += [(f"layers.{i}", i + 1, layer) for i, layer in enumerate(model.layers)]
+    levels.append(("top", top, model))  # whatever the levels below did not take
+    seen: set[int] = set()
     groups = []
     for name, level, module in levels:
-        params = trainable(module)
-        if params:
-            groups.append({"name": name, "params": params, "lr": lr * decay ** (top - level),
-                           "weight_decay": weight_decay})
-    # the top: every remaining trainable parameter (final norm, LM head, classification head)
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
-    if rest:
-        groups.append({"name": "top", "params": rest, "lr": lr, "weight_decay": weight_decay})
+        params = [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
+        seen |= {id(p) for p in params}
+        level_lr = lr * decay ** (top - level)
+        with_decay = [p for p in params if id(p) in decayed]
+        without_decay = [p for p in params if id(p) not in decayed]
+        if with_decay:
+            groups.append({"name": name, "params": with_decay, "lr": level_lr, "weight_decay": weight_decay})
+        if without_decay:
+            groups.append({"name": name, "params": without_decay, "lr": level_lr, "weight_decay": 0.0})
     return groups
 
 

@@ -175,8 +175,9 @@ def test_discriminative_learning_rates_reach_the_optimizer(pretrained, tmp_path)
     finetune(base_config(pretrained, strategy="discriminative", lr_decay=0.5, epochs=1), tmp_path / "d", progress=False)
     groups = load_checkpoint(tmp_path / "d" / "last.pt")["optimizer"]["param_groups"]
     # top level T = 2 layers + 1 = 3: embedding 3e-3 * 0.5^3, layers 0.5^2 and 0.5^1, top 3e-3
-    assert [(g["name"], g["initial_lr"]) for g in groups] == [
-        ("embedding", 3e-3 * 0.125), ("layers.0", 3e-3 * 0.25), ("layers.1", 3e-3 * 0.5), ("top", 3e-3)]
+    # (a level may have two groups, with and without weight decay, at the same lr)
+    assert {g["name"]: g["initial_lr"] for g in groups} == {
+        "embedding": 3e-3 * 0.125, "layers.0": 3e-3 * 0.25, "layers.1": 3e-3 * 0.5, "top": 3e-3}
 
 
 def test_language_model_finetuning_lowers_the_loss_on_the_new_text(pretrained, tmp_path):

@@ -113,17 +113,21 @@ def test_gradual_unfreezing_schedule_is_exact():
 
 def test_discriminative_learning_rates():
     model = classifier(tiny_transformer())
-    groups = finetune.discriminative_param_groups(model, lr=1.0, decay=0.5)
+    groups = finetune.discriminative_param_groups(model, lr=1.0, decay=0.5, weight_decay=0.1)
     # top level T = 3 layers + 1 = 4: embedding 0.5^4, layers 0.5^3, 0.5^2, 0.5^1, top 1
-    assert [(g["name"], g["lr"]) for g in groups] == [
-        ("embedding", 0.0625), ("layers.0", 0.125), ("layers.1", 0.25), ("layers.2", 0.5), ("top", 1.0)
-    ]
+    lr_by_level = {group["name"]: group["lr"] for group in groups}
+    assert lr_by_level == {"embedding": 0.0625, "layers.0": 0.125, "layers.1": 0.25, "layers.2": 0.5, "top": 1.0}
     listed = [p for g in groups for p in g["params"]]
     assert len(listed) == len({id(p) for p in listed}) == len(list(model.parameters()))
+    # weight decay only on weight matrices: embeddings, biases and norm gains get none
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert id(model.layers[0].linear1.weight) in decayed and id(model.head.weight) in decayed
+    assert id(model.layers[0].linear1.bias) not in decayed and id(model.layers[0].norm1.weight) not in decayed
+    assert not decayed & {id(p) for p in model.embedding.parameters()}
     # frozen parts are left out
     finetune.freeze(model, 2)
-    names = [g["name"] for g in finetune.discriminative_param_groups(model, lr=1.0, decay=0.5)]
-    assert names == ["layers.2", "top"]
+    names = {g["name"] for g in finetune.discriminative_param_groups(model, lr=1.0, decay=0.5)}
+    assert names == {"layers.2", "top"}
 
 
 def test_reinit_top_layers_changes_only_the_top():
@@ -223,3 +227,18 @@ def test_gradual_unfreezing_with_one_optimizer_gives_frozen_layers_no_state_and_
     assert seen[7] == [trained, trained, trained]
     # the embedding trained only in the last stage (steps 6, 7): 2 AdamW steps
     assert optimizer.state[model.embedding.token.weight]["step"].item() == 2.0
+
+
+def test_frozen_gru_layers_get_no_dropout_on_their_inputs():
+    # GRULM applies dropout between layers; the dropout in front of a frozen layer belongs to that layer and is off
+    torch.manual_seed(0)
+    model = GRULM(VOCAB, d_embed=16, hidden_size=16, n_layers=3, dropout=0.5)
+    finetune.freeze(model, 2)  # embedding, layers 0 and 1 frozen and in eval mode; layer 2 trains
+    input_ids, _ = batch()
+    _, _, first = model(input_ids, return_intermediates=True)
+    _, _, second = model(input_ids, return_intermediates=True)
+    # hidden_states = [embedding, layer 0, layer 1, layer 2]: the frozen part is deterministic ...
+    for index in range(3):
+        assert torch.equal(first["hidden_states"][index], second["hidden_states"][index])
+    # ... while the trainable top layer still sees dropout (p = 0.5) on its input
+    assert not torch.equal(first["hidden_states"][3], second["hidden_states"][3])

@@ -170,7 +170,9 @@ class GRULM(LanguageModel):
         x = self.embedding(idx)  # (B, T, d_embed)
         hidden_states, reset_gates, update_gates = [x], [], []
         for index, layer in enumerate(self.layers):
-            layer_input = x if index == 0 else self.dropout(x)  # the embedding has its own dropout
+            # Dropout on a layer's input belongs to that layer: the embedding has its own, and a frozen layer
+            # (kept in eval mode by the training loop) gets none, just as a frozen Transformer layer.
+            layer_input = self.dropout(x) if index > 0 and layer.training else x
             x, _, gates = layer(layer_input, lengths=lengths, return_gates=True)  # x: (B, T, H)
             hidden_states.append(x)
             reset_gates.extend(gates.reset)  # one (B, T, H) per layer
