@@ -40,13 +40,13 @@ from minipt import finetune as strategies
 from minipt import functional as MF
 from minipt.checkpoint import load_checkpoint, write_json_atomic
 from minipt.data import DataError, LabelledData, load_task, read_text
-from minipt.data.datasets import ClassificationDataset, collate_classification
+from minipt.data.datasets import ClassificationDataset, collate_classification, lm_split
 from minipt.metrics import accuracy, classification_report, confusion_matrix, macro_f1
 from minipt.models import SequenceClassifier, build_model
 from minipt.models.heads import POOLINGS
 from minipt.optim import param_groups
 from minipt.plots import plot_confusion_matrix
-from minipt.pretrain import PretrainConfig, causal_lm_objective, load_run, split_ids
+from minipt.pretrain import PretrainConfig, causal_lm_objective, load_run
 from minipt.tokenizers import load_tokenizer
 from minipt.train import TrainConfig, TrainResult, resolve_device, train
 
@@ -488,7 +488,7 @@ def finetune_language_model(config: FinetuneConfig, run_dir: Path, progress: boo
     pretrain_config = PretrainConfig(**{**saved["pretrain"], "batch_size": config.batch_size,
                                         "block_size": block_size, "seed": config.seed, "device": config.device})
     ids = torch.tensor(tokenizer.encode(read_text(path)), dtype=torch.long)
-    train_ids, val_ids = split_ids(ids, pretrain_config.val_fraction)
+    train_ids, val_ids = lm_split(ids, pretrain_config.val_fraction)
     if len(val_ids) < block_size + 1:
         raise DataError(f"{path}: too short for finetuning ({len(ids)} tokens); the validation part needs "
                         f"at least --max-len + 1 = {block_size + 1}")

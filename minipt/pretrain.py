@@ -54,7 +54,8 @@ __all__ = [
     "Objective",
     "PretrainingData",
     "load_data",
-    "split_ids",
+    "train_config",
+    "build_pretraining_model",
     "causal_lm_objective",
     "masked_lm_objective",
     "masked_lm_nsp_objective",
@@ -175,11 +176,6 @@ def build_tokenizer(config: PretrainConfig, text: str) -> Tokenizer:
     return BPETokenizer.train(text, vocab_size=config.bpe_vocab_size)
 
 
-def split_ids(ids: Tensor, val_fraction: float) -> tuple[Tensor, Tensor]:
-    """First ``1 - val_fraction`` of the ids for training, the rest for validation: :func:`minipt.data.lm_split`."""
-    return lm_split(ids, val_fraction)
-
-
 def load_data(config: PretrainConfig, tokenizer: Tokenizer | None = None) -> PretrainingData:
     """Read the corpus, build the tokenizer (unless given, as on resume), encode and split.
 
@@ -189,7 +185,7 @@ def load_data(config: PretrainConfig, tokenizer: Tokenizer | None = None) -> Pre
     if tokenizer is None:
         tokenizer = build_tokenizer(config, text)
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)  # (N,)
-    train_ids, val_ids = split_ids(ids, config.val_fraction)
+    train_ids, val_ids = lm_split(ids, config.val_fraction)  # first 90% train, last 10% validation
     for name, part in (("training", train_ids), ("validation", val_ids)):
         if len(part) < config.block_size + 1:
             raise DataError(

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # a plain text bar: works in terminals and notebooks alike, no widgets needed
 
 from minipt.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json_atomic
 from minipt.models.language_model import evaluation_mode
