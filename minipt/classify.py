@@ -40,7 +40,7 @@ from minipt import finetune as strategies
 from minipt import functional as MF
 from minipt.checkpoint import load_checkpoint, write_json_atomic
 from minipt.data import DataError, LabelledData, load_task, read_text
-from minipt.data.datasets import ClassificationDataset, collate_classification, lm_split
+from minipt.data.datasets import ClassificationDataset, balanced_sampler, collate_classification, lm_split
 from minipt.metrics import accuracy, classification_report, confusion_matrix, macro_f1
 from minipt.models import SequenceClassifier, build_model
 from minipt.models.heads import POOLINGS
@@ -80,7 +80,8 @@ class FinetuneConfig:
     ``from_run``). ``freeze`` is an integer, ``"all"`` or ``"none"``; ``max_len`` 0 means the backbone's
     longest context; ``early_stopping`` 0 means never stop early; ``train_examples`` 0 means every training
     example; ``val_examples`` (0: all) caps the validation examples scored after every epoch (a stratified
-    sample; the test split is always scored in full)."""
+    sample; the test split is always scored in full); ``balanced`` draws each epoch's batches so that every
+    class is seen equally often on average (against the collapse to the majority class with few labels)."""
 
     from_run: str
     task: str = "shakespeare-verse"
@@ -102,6 +103,7 @@ class FinetuneConfig:
     seed: int = 0
     device: str = "auto"
     from_scratch: bool = False
+    balanced: bool = False
 
     def check(self) -> None:
         """Raise :class:`FinetuneConfigError` naming the first invalid setting (as its ``--flag``)."""
@@ -177,17 +179,25 @@ def classification_batches(dataset: ClassificationDataset, batch_size: int, pad_
     ]
 
 
-def epoch_batch_sampler(dataset: ClassificationDataset, batch_size: int, pad_id: int, seed: int) -> Callable:
-    """``next_batch(index)`` for the training loop: epoch ``e`` walks a permutation seeded by ``seed + e``.
+def epoch_batch_sampler(
+    dataset: ClassificationDataset, batch_size: int, pad_id: int, seed: int, balanced: bool = False
+) -> Callable:
+    """``next_batch(index)`` for the training loop: epoch ``e`` walks an order seeded by ``seed + e``.
 
-    A batch is a pure function of its index (no sampler state), so the same seed gives the same batches.
+    The order is a permutation of the examples, or with ``balanced=True`` ``len(dataset)`` draws with
+    replacement, example weight ``1 / count(its class)``, so each class fills about the same share of every
+    batch. A batch is a pure function of its index (no sampler state), so the same seed gives the same batches.
     """
     steps_per_epoch = math.ceil(len(dataset) / batch_size)
 
     def next_batch(index: int) -> dict:
         epoch, position = divmod(index, steps_per_epoch)
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + epoch))  # (N,)
-        chosen = order[position * batch_size : (position + 1) * batch_size].tolist()
+        generator = torch.Generator().manual_seed(seed + epoch)
+        if balanced:
+            order = list(balanced_sampler(dataset.label_ids, generator))  # N draws, classes equally likely
+        else:
+            order = torch.randperm(len(dataset), generator=generator).tolist()  # (N,)
+        chosen = order[position * batch_size : (position + 1) * batch_size]
         return collate_classification([dataset[i] for i in chosen], pad_id)
 
     return next_batch
@@ -379,7 +389,7 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, progress: bool = True,
 
     # the strategy
     groups = optimizer_groups(model, config, frozen_k)
-    next_batch = epoch_batch_sampler(train_set, config.batch_size, tokenizer.pad_id, config.seed)
+    next_batch = epoch_batch_sampler(train_set, config.batch_size, tokenizer.pad_id, config.seed, config.balanced)
     if config.strategy == "gradual":  # spread the n_layers - k + 1 stages evenly over the run
         every = max(1, math.ceil(steps / (len(model.layers) - frozen_k + 1)))
         next_batch = gradual_next_batch(next_batch, model, every, floor=frozen_k)

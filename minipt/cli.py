@@ -221,6 +221,8 @@ FINETUNE_HELP = {
     "device": "auto (CUDA when present), cpu or cuda",
     "from_scratch": "random initialisation of the same architecture (the control; --from still names the run "
     "whose architecture and tokenizer are copied)",
+    "balanced": "class-balanced batches: every class drawn equally often on average (against collapsing to the "
+    "majority class when labels are few)",
 }
 
 

@@ -243,3 +243,22 @@ def test_cli_finetune_bad_input_is_one_line_and_exit_2(pretrained, tmp_path, cap
 def test_cli_evaluate_of_a_missing_run_is_exit_2(tmp_path, capsys):
     assert cli.main(["evaluate", "--from", str(tmp_path / "nothing")]) == 2
     assert "nothing" in capsys.readouterr().err
+
+
+def test_balanced_batches_draw_each_class_about_equally_often():
+    from minipt.classify import epoch_batch_sampler
+    from minipt.data.datasets import ClassificationDataset
+    from minipt.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer.from_text("abc")
+    # 90 examples of class 0 and 10 of class 1: a plain epoch is 10% class 1
+    dataset = ClassificationDataset([("ab", "x")] * 90 + [("c", "y")] * 10, tokenizer, ["x", "y"], max_len=8)
+    plain = epoch_batch_sampler(dataset, 10, tokenizer.pad_id, seed=0)
+    balanced = epoch_batch_sampler(dataset, 10, tokenizer.pad_id, seed=0, balanced=True)
+    steps = 10 * 40  # 40 epochs of 10 batches
+    plain_share = sum(plain(i)["labels"].sum().item() for i in range(steps)) / (steps * 10)
+    balanced_share = sum(balanced(i)["labels"].sum().item() for i in range(steps)) / (steps * 10)
+    assert plain_share == pytest.approx(0.1)  # a permutation: exactly 10 of 100 per epoch
+    # 4000 draws with p = 1/2: standard deviation sqrt(0.25 / 4000) = 0.008, so 0.5 +- 0.04 is 5 sigma
+    assert balanced_share == pytest.approx(0.5, abs=0.04)
+    assert torch.equal(balanced(7)["input_ids"], balanced(7)["input_ids"])  # a pure function of the index
