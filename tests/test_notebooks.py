@@ -22,7 +22,7 @@ from nbclient import NotebookClient
 REPOSITORY = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPOSITORY / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-CELL_TIMEOUT_S = 120  # per cell; the shipped settings keep every notebook well under a minute in total
+CELL_TIMEOUT_S = 300  # generous: a loaded 2-core machine can be several times slower than a quiet one
 NOTEBOOK_NAME = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")  # 01_softmax_cross_entropy.ipynb
 
 
