@@ -155,7 +155,7 @@ def run_row(key: str, task: str, model: str, row: str, size: int, seed: int, arg
         return bow_logistic_regression(data, train_examples, seed)
     base = FinetuneConfig(from_run=str(pretrained_run(model, args.pretrain_steps, work)), task=task,
                           epochs=args.epochs, lr=args.lr, batch_size=32, pooling=args.pooling, train_examples=size,
-                          val_examples=args.val_examples, seed=seed, device=args.device)
+                          val_examples=args.val_examples, balanced=args.balanced, seed=seed, device=args.device)
     run_dir = work / "runs" / key.replace("/", "_")
     if run_dir.exists():  # a row interrupted midway: start it again
         for path in sorted(run_dir.iterdir()):
@@ -223,6 +223,12 @@ def plot_curve(results: dict, args) -> None:
                                title=f"{task}: test accuracy against labelled examples ({model})")
 
 
+def run_settings(args: argparse.Namespace) -> str:
+    """The finetuning settings a result was measured with (part of its key in the results JSON)."""
+    settings = f"e{args.epochs}-lr{args.lr}-{args.pooling}-p{args.pretrain_steps}"
+    return settings + ("-balanced" if args.balanced else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="The finetuning experiment (see the module docstring).")
     parser.add_argument("--tasks", default="shakespeare-verse")
@@ -237,6 +243,7 @@ def main() -> None:
     parser.add_argument("--pooling", default="mean")
     parser.add_argument("--val-examples", type=int, default=500, help="validation examples scored per epoch")
     parser.add_argument("--curve-rows", default="freeze3,scratch")
+    parser.add_argument("--balanced", action="store_true", help="class-balanced finetuning batches")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--work", default="runs/finetune_experiment", help="folder for the runs (git-ignored)")
     parser.add_argument("--results", default=str(HERE / "finetune_results.json"))
@@ -250,7 +257,7 @@ def main() -> None:
             for size in sizes:
                 for row in args.rows.split(","):
                     for seed in [int(seed) for seed in args.seeds.split(",")]:
-                        settings = f"e{args.epochs}-lr{args.lr}-{args.pooling}-p{args.pretrain_steps}"
+                        settings = run_settings(args)
                         key = f"{task}/{model}/{row}/{size}/{seed}/{settings}"
                         if key in results:
                             continue
@@ -261,7 +268,7 @@ def main() -> None:
                         print(f"{key}: test accuracy {entry['test_accuracy']:.3f}, macro-F1 "
                               f"{entry['test_macro_f1']:.3f} ({entry['wall_seconds']:.0f} s)", flush=True)
     current = {key: entry for key, entry in results.items()
-               if entry["settings"] == f"e{args.epochs}-lr{args.lr}-{args.pooling}-p{args.pretrain_steps}"}
+               if entry["settings"] == run_settings(args)}
     markdown = markdown_table(current, args)
     write_section("finetune", markdown)
     plot_curve(current, args)
