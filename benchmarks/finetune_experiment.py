@@ -187,7 +187,8 @@ def grouped(results: dict) -> dict[tuple, list[dict]]:
 def markdown_table(results: dict, args) -> str:
     lines = [
         f"Finetuning experiment: {args.epochs} epochs, lr {args.lr}, pooling {args.pooling}, batch 32, char "
-        f"tokenizer, pretraining {args.pretrain_steps} steps; mean ± std over seeds; test split = held-out plays.",
+        f"tokenizer, pretraining {args.pretrain_steps} steps{', class-balanced batches' if args.balanced else ''}; "
+        "mean ± std over seeds; test split = held-out plays.",
         machine_line(),
         "",
         "| task | model | row | labels | seeds | test accuracy | test macro-F1 | trainable params | s / step | "
