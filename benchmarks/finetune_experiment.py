@@ -155,7 +155,8 @@ def run_row(key: str, task: str, model: str, row: str, size: int, seed: int, arg
         return bow_logistic_regression(data, train_examples, seed)
     base = FinetuneConfig(from_run=str(pretrained_run(model, args.pretrain_steps, work)), task=task,
                           epochs=args.epochs, lr=args.lr, batch_size=32, pooling=args.pooling, train_examples=size,
-                          val_examples=args.val_examples, balanced=args.balanced, seed=seed, device=args.device)
+                          val_examples=args.val_examples, balanced=args.balanced, select=args.select, seed=seed,
+                          device=args.device)
     run_dir = work / "runs" / key.replace("/", "_")
     if run_dir.exists():  # a row interrupted midway: start it again
         for path in sorted(run_dir.iterdir()):
@@ -187,7 +188,8 @@ def grouped(results: dict) -> dict[tuple, list[dict]]:
 def markdown_table(results: dict, args) -> str:
     lines = [
         f"Finetuning experiment: {args.epochs} epochs, lr {args.lr}, pooling {args.pooling}, batch 32, char "
-        f"tokenizer, pretraining {args.pretrain_steps} steps{', class-balanced batches' if args.balanced else ''}; "
+        f"tokenizer, pretraining {args.pretrain_steps} steps{', class-balanced batches' if args.balanced else ''}, "
+        f"best epoch by validation {args.select}; "
         "mean ± std over seeds; test split = held-out plays.",
         machine_line(),
         "",
@@ -227,7 +229,7 @@ def plot_curve(results: dict, args) -> None:
 def run_settings(args: argparse.Namespace) -> str:
     """The finetuning settings a result was measured with (part of its key in the results JSON)."""
     settings = f"e{args.epochs}-lr{args.lr}-{args.pooling}-p{args.pretrain_steps}"
-    return settings + ("-balanced" if args.balanced else "")
+    return settings + ("-balanced" if args.balanced else "") + ("" if args.select == "accuracy" else f"-{args.select}")
 
 
 def main() -> None:
@@ -245,6 +247,7 @@ def main() -> None:
     parser.add_argument("--val-examples", type=int, default=500, help="validation examples scored per epoch")
     parser.add_argument("--curve-rows", default="freeze3,scratch")
     parser.add_argument("--balanced", action="store_true", help="class-balanced finetuning batches")
+    parser.add_argument("--select", default="accuracy", help="validation metric picking best.pt")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--work", default="runs/finetune_experiment", help="folder for the runs (git-ignored)")
     parser.add_argument("--results", default=str(HERE / "finetune_results.json"))

@@ -45,7 +45,7 @@ from minipt.metrics import accuracy, classification_report, confusion_matrix, ma
 from minipt.models import SequenceClassifier, build_model
 from minipt.models.heads import POOLINGS
 from minipt.optim import param_groups
-from minipt.plots import plot_confusion_matrix
+from minipt.plots import plot_confusion_matrix, read_metrics
 from minipt.pretrain import PretrainConfig, causal_lm_objective, load_run
 from minipt.tokenizers import load_tokenizer
 from minipt.train import TrainConfig, TrainResult, resolve_device, train
@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 STRATEGIES = ("plain", "gradual", "discriminative")
+SELECT_METRICS = ("accuracy", "macro_f1")  # the validation metric that picks best.pt
 LM_TASK_PREFIX = "lm:"  # --task lm:PATH continues next-token training on the text file PATH
 
 
@@ -104,6 +105,7 @@ class FinetuneConfig:
     device: str = "auto"
     from_scratch: bool = False
     balanced: bool = False
+    select: str = "accuracy"
 
     def check(self) -> None:
         """Raise :class:`FinetuneConfigError` naming the first invalid setting (as its ``--flag``)."""
@@ -111,6 +113,8 @@ class FinetuneConfig:
             raise FinetuneConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {self.strategy!r}")
         if self.pooling not in POOLINGS:
             raise FinetuneConfigError(f"--pooling must be one of {', '.join(POOLINGS)}; got {self.pooling!r}")
+        if self.select not in SELECT_METRICS:
+            raise FinetuneConfigError(f"--select must be one of {', '.join(SELECT_METRICS)}; got {self.select!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise FinetuneConfigError(f"{flag(name)} must be a positive integer, got {getattr(self, name)}")
@@ -431,7 +435,7 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, progress: bool = True,
         weight_decay=config.weight_decay,
         warmup_steps=steps // 10,
         eval_every=steps_per_epoch,
-        monitor="val_accuracy",
+        monitor=f"val_{config.select}",
         mode="max",
         patience=config.early_stopping or None,
         device=config.device,
@@ -443,6 +447,8 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, progress: bool = True,
     wall_seconds = time.perf_counter() - start
 
     # the test split, scored once with the best checkpoint
+    evaluations = {record["step"]: record for record in read_metrics(run_dir / "metrics.jsonl")}
+    best_evaluation = evaluations.get(result.best_step, {})
     if config.strategy == "gradual":
         strategies.freeze(model, 0)  # count what trained by the end of the schedule
     trainable_params = model.num_parameters(trainable_only=True)
@@ -457,7 +463,8 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, progress: bool = True,
         "total_params": model.num_parameters(),
         "parameter_table": table,
         "train_examples": len(train_examples),
-        "best_val_accuracy": result.best_metric,
+        "best_val_accuracy": best_evaluation.get("val_accuracy"),
+        "best_val_macro_f1": best_evaluation.get("val_macro_f1"),
         "best_step": result.best_step,
         "steps": result.step,
         "stopped_early": result.stopped_early,

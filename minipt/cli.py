@@ -223,6 +223,7 @@ FINETUNE_HELP = {
     "whose architecture and tokenizer are copied)",
     "balanced": "class-balanced batches: every class drawn equally often on average (against collapsing to the "
     "majority class when labels are few)",
+    "select": "validation metric that picks best.pt: accuracy or macro_f1 (better on imbalanced tasks)",
 }
 
 

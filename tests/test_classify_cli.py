@@ -262,3 +262,15 @@ def test_balanced_batches_draw_each_class_about_equally_often():
     # 4000 draws with p = 1/2: standard deviation sqrt(0.25 / 4000) = 0.008, so 0.5 +- 0.04 is 5 sigma
     assert balanced_share == pytest.approx(0.5, abs=0.04)
     assert torch.equal(balanced(7)["input_ids"], balanced(7)["input_ids"])  # a pure function of the index
+
+
+def test_select_macro_f1_picks_the_epoch_with_the_best_validation_macro_f1(pretrained, tmp_path):
+    summary = finetune(base_config(pretrained, epochs=4, select="macro_f1", balanced=True), tmp_path / "f1",
+                       progress=False)
+    records = [json.loads(line) for line in (tmp_path / "f1" / "metrics.jsonl").read_text().splitlines()]
+    best = max(records, key=lambda record: record["val_macro_f1"])  # the first of equals wins, as in the loop
+    assert summary["best_step"] == best["step"]
+    assert summary["best_val_macro_f1"] == best["val_macro_f1"]
+    assert summary["best_val_accuracy"] == best["val_accuracy"]
+    with pytest.raises(FinetuneConfigError, match="--select"):
+        finetune(base_config(pretrained, select="loss"), tmp_path / "bad", progress=False)
