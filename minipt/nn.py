@@ -8,8 +8,9 @@ torch initialises them.
 Two conventions differ on purpose from torch:
 
 * ``batch_first=True`` is the default everywhere (torch's default is ``False``).
-* A query that may attend to no key at all gets a zero output instead of torch's ``nan``
-  (see :func:`minipt.functional.scaled_dot_product_attention`).
+* A query that may attend to no key at all gets a zero output, where ``torch.nn.MultiheadAttention`` gives
+  ``nan`` (torch 2.13's ``F.scaled_dot_product_attention`` gives zeros too; see
+  :func:`minipt.functional.scaled_dot_product_attention`).
 
 Mask conventions, which learners often trip on, because torch itself is not consistent:
 
