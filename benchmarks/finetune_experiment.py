@@ -1,6 +1,6 @@
 """Does pretraining help, and which finetuning strategy? The experiment of issue 6.
 
-Every row uses the same character tokenizer (the pretraining run's), the same labelled data (the same stratified
+Every row of a model uses the same tokenizer (its pretraining run's), the same labelled data (the same stratified
 few-label subset per seed) and the same number of finetuning epochs:
 
 * ``scratch``   — the architecture, randomly initialised, every parameter trained (the control);
@@ -12,9 +12,10 @@ few-label subset per seed) and the same number of finetuning epochs:
 * ``majority``  — always the most frequent training label.
 
 Models: ``transformer-clm`` (next-token pretraining), ``transformer-mlm`` (masked-LM pretraining, bidirectional)
-and ``gru`` (next-token). ``--sizes`` gives the numbers of labelled examples (``all`` = the whole training split);
-every (task, model, row, size, seed) is one entry of the results JSON, which the script skips when it is already
-there, so an interrupted run resumes. At the end the ``finetune`` section of ``benchmarks/RESULTS.md`` gets the
+and ``gru`` (next-token), all on characters, and ``transformer-clm-bpe`` (next-token on a 1000-token BPE
+vocabulary: 128 tokens cover about 300 characters instead of 128). ``--sizes`` gives the numbers of labelled
+examples (``all`` = the whole training split); every (task, model, row, size, seed) is one entry of the results
+JSON, which the script skips when it is already there, so an interrupted run resumes. At the end the ``finetune`` section of ``benchmarks/RESULTS.md`` gets the
 mean ± standard deviation over seeds, and ``benchmarks/sample_efficiency.png`` plots test accuracy against the
 number of labels for ``--curve-rows`` (default: the frozen-lower-layers row and scratch).
 
@@ -51,6 +52,7 @@ MODELS = {  # name -> pretraining settings (everything else: PretrainConfig's de
     "transformer-clm": {"model": "transformer", "objective": "clm"},
     "transformer-mlm": {"model": "transformer", "objective": "mlm"},
     "gru": {"model": "gru", "objective": "clm"},
+    "transformer-clm-bpe": {"model": "transformer", "objective": "clm", "tokenizer": "bpe", "bpe_vocab_size": 1000},
 }
 
 
@@ -187,8 +189,9 @@ def grouped(results: dict) -> dict[tuple, list[dict]]:
 
 def markdown_table(results: dict, args) -> str:
     lines = [
-        f"Finetuning experiment: {args.epochs} epochs, lr {args.lr}, pooling {args.pooling}, batch 32, char "
-        f"tokenizer, pretraining {args.pretrain_steps} steps{', class-balanced batches' if args.balanced else ''}, "
+        f"Finetuning experiment: {args.epochs} epochs, lr {args.lr}, pooling {args.pooling}, batch 32, "
+        f"each model's pretraining tokenizer (characters; BPE 1000 for -bpe), pretraining {args.pretrain_steps} "
+        f"steps{', class-balanced batches' if args.balanced else ''}, "
         f"best epoch by validation {args.select}; "
         "mean ± std over seeds; test split = held-out plays.",
         machine_line(),
@@ -268,6 +271,9 @@ def main() -> None:
                         entry = run_row(key, task, model, row, size, seed, args, work)
                         results[key] = {"task": task, "model": model, "row": row, "size": size, "seed": seed,
                                         "settings": settings, **entry}
+                        # another process may have added results meanwhile (two runs on two cores): merge
+                        on_disk = json.loads(results_path.read_text()) if results_path.exists() else {}
+                        results = {**on_disk, **results}
                         write_json_atomic(results_path, results)
                         print(f"{key}: test accuracy {entry['test_accuracy']:.3f}, macro-F1 "
                               f"{entry['test_macro_f1']:.3f} ({entry['wall_seconds']:.0f} s)", flush=True)

@@ -440,6 +440,7 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, progress: bool = True,
         patience=config.early_stopping or None,
         device=config.device,
         progress=progress,
+        loss_unit="example",
     )
     start = time.perf_counter()
     result = train(model, next_batch=next_batch, loss_fn=loss_fn, evaluate=evaluate, config=train_config,

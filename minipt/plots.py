@@ -72,11 +72,13 @@ def plot_loss_curves(
     records: list[dict],
     path: str | os.PathLike | None = None,
     title: str = "Training and validation loss",
+    loss_unit: str = "token",
 ) -> Figure:
     """Train and validation loss against the optimisation step, from ``metrics.jsonl``-style records.
 
     Each record is a dict with ``step`` and, when measured at that step, ``train_loss`` and/or ``val_loss``
-    (mean cross-entropy in nats per token). A curve is drawn for each key that some record has: "train" as
+    (mean cross-entropy in nats per ``loss_unit``: per token for a language model, per example for a
+    classifier). A curve is drawn for each key that some record has: "train" as
     a line, "validation" as a line with markers (it is measured less often).
     """
     for number, record in enumerate(records):
@@ -96,7 +98,7 @@ def plot_loss_curves(
         steps, losses = zip(*points, strict=True)
         axes.plot(steps, losses, label=label, marker="o" if label == "validation" else None)
     axes.set_xlabel("step")
-    axes.set_ylabel("loss (nats/token)")
+    axes.set_ylabel(f"loss (nats/{loss_unit})")
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()

@@ -80,6 +80,7 @@ class TrainConfig:
     ``mode`` says whether lower (``"min"``, losses) or higher (``"max"``, accuracies) is better.
     ``patience`` counts evaluations without improvement before stopping (None: never stop early).
     ``save_every`` saves ``last.pt`` that often in steps as well as at each evaluation (None: only at evaluations).
+    ``loss_unit`` is what one loss value averages over (``"token"`` or ``"example"``): the label of ``loss.png``.
     """
 
     steps: int
@@ -97,6 +98,7 @@ class TrainConfig:
     patience: int | None = None
     device: str = "auto"
     progress: bool = True
+    loss_unit: str = "token"
 
     def check(self) -> None:
         """Raise :class:`TrainConfigError` naming the first setting out of range."""
@@ -396,7 +398,7 @@ def train(
 
     # 5. the curves and a summary
     if metrics_path.exists():
-        plot_loss_curves(read_metrics(metrics_path), run_dir / "loss.png")
+        plot_loss_curves(read_metrics(metrics_path), run_dir / "loss.png", loss_unit=config.loss_unit)
     result = TrainResult(
         step=loop.step,
         tokens_seen=loop.tokens_seen,

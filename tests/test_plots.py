@@ -51,6 +51,11 @@ def test_plot_loss_curves_draws_train_and_validation(tmp_path):
     assert [text.get_text() for text in axes.get_legend().get_texts()] == ["train", "validation"]
 
 
+def test_plot_loss_curves_names_the_loss_unit(tmp_path):
+    figure = plot_loss_curves(RECORDS, tmp_path / "loss.png", loss_unit="example")
+    assert figure.axes[0].get_ylabel() == "loss (nats/example)"
+
+
 def test_plot_loss_curves_without_validation_and_without_a_path(tmp_path):
     figure = plot_loss_curves([{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.5}])
     (line,) = figure.axes[0].get_lines()

@@ -1,0 +1,221 @@
+"""Where is the task's signal? A linear probe on every layer of a pretrained and of a random backbone.
+
+Finetuning mixes two questions: *do the pretrained features contain what the task needs*, and *can a few labels
+find it*. A linear probe separates them. For each backbone (a pretraining run, and the same architecture with
+random weights), every speech of the task is run through the frozen network once; the hidden states after the
+embedding (layer 0) and after each layer are pooled (mean over the real tokens, or the last token) and
+standardised with the training features' mean and standard deviation; then a softmax regression
+
+.. math:: p(y \\mid x) = \\operatorname{softmax}(W \\operatorname{pool}(h^{(l)}(x)) + b)
+
+is trained on ``n`` labelled examples with class-balanced weights (each class weighs the same in the loss),
+and the step with the best validation macro-F1 is scored on the test split. A layer whose probe beats the
+random network's same layer holds information that pretraining put there; a probe that beats finetuning with
+the same labels says the finetuning, not the features, is what fails.
+
+    OMP_NUM_THREADS=1 python benchmarks/probe_layers.py --runs runs/finetune_experiment/pretrain-transformer-clm-700
+
+Writes the ``probe`` section of ``benchmarks/RESULTS.md``, ``benchmarks/probe_results.json`` and
+``benchmarks/probe_layers.png`` (test macro-F1 against layer, one line per backbone and label count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from results import machine_line, write_section
+
+from minipt import functional as MF
+from minipt.checkpoint import write_json_atomic
+from minipt.classify import select_train_examples
+from minipt.data import load_task
+from minipt.data.datasets import ClassificationDataset
+from minipt.metrics import accuracy, confusion_matrix, macro_f1
+from minipt.models import build_model
+from minipt.models.heads import pool
+from minipt.optim import AdamW
+from minipt.pretrain import load_run
+
+HERE = Path(__file__).resolve().parent
+
+
+def backbones(run_dir: str, seed: int = 0) -> dict[str, tuple[torch.nn.Module, object]]:
+    """The pretrained language model of ``run_dir`` and the same architecture with random weights."""
+    model, tokenizer, saved = load_run(run_dir)
+    settings = dict(saved["model"])
+    architecture = settings.pop("architecture")
+    torch.manual_seed(seed)
+    random_model = build_model(architecture, **settings)
+    name = Path(run_dir).name
+    return {f"{name}": (model, tokenizer), f"{name} (random weights)": (random_model, tokenizer)}
+
+
+@torch.no_grad()
+def layer_features(model, tokenizer, examples, labels, max_len: int, batch_size: int = 64) -> dict:
+    """``{pooling: (L + 1, N, H) features}`` for ``"mean"`` and ``"last"``, and the label ids ``(N,)``."""
+    model.eval()
+    dataset = ClassificationDataset(examples, tokenizer, labels, max_len, add_cls=False)
+    pooled = {"mean": [], "last": []}
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        length = max(len(ids) for ids, _ in items)
+        input_ids = torch.full((len(items), length), tokenizer.pad_id)  # (B, T)
+        attention_mask = torch.zeros(len(items), length, dtype=torch.bool)  # (B, T)
+        for row, (ids, _) in enumerate(items):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = True
+        _, _, intermediates = model(input_ids, attention_mask=attention_mask, return_intermediates=True)
+        for pooling in pooled:
+            per_layer = [pool(hidden, attention_mask, pooling) for hidden in intermediates["hidden_states"]]
+            pooled[pooling].append(torch.stack(per_layer))  # (L + 1, B, H)
+    targets = torch.tensor([label for _, label in dataset.items])  # (N,)
+    return {pooling: torch.cat(chunks, dim=1) for pooling, chunks in pooled.items()}, targets
+
+
+def softmax_regression(x_train, y_train, x_val, y_val, x_test, y_test, num_classes: int, seed: int,
+                       steps: int = 300) -> dict:
+    """Class-balanced softmax regression on standardised features; the best step by validation macro-F1."""
+    mean, std = x_train.mean(dim=0), x_train.std(dim=0) + 1e-6
+    x_train, x_val, x_test = ((x - mean) / std for x in (x_train, x_val, x_test))
+    counts = torch.bincount(y_train, minlength=num_classes).clamp(min=1).float()  # (C,)
+    example_weights = (len(y_train) / (num_classes * counts))[y_train]  # (N,): each class weighs the same
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(x_train.shape[1], num_classes)
+    optimizer = AdamW(linear.parameters(), lr=0.01, weight_decay=0.01)
+    best = (-1.0, None)
+    for step in range(steps):
+        losses = MF.cross_entropy(linear(x_train), y_train, reduction="none")  # (N,)
+        loss = (losses * example_weights).sum() / example_weights.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 10 == 9:
+            with torch.no_grad():
+                val_f1 = macro_f1(confusion_matrix(linear(x_val).argmax(dim=-1), y_val, num_classes))
+            if val_f1 > best[0]:
+                best = (val_f1, {k: v.clone() for k, v in linear.state_dict().items()})
+    linear.load_state_dict(best[1])
+    with torch.no_grad():
+        predictions = linear(x_test).argmax(dim=-1)
+    return {"test_accuracy": accuracy(predictions, y_test),
+            "test_macro_f1": macro_f1(confusion_matrix(predictions, y_test, num_classes)),
+            "val_macro_f1": best[0]}
+
+
+def probe(args: argparse.Namespace, done: dict) -> dict:
+    """Probe results of every backbone of ``args.runs`` not already in ``done`` (a previous results file)."""
+    data = load_task(args.task)
+    results = {}
+    for run_dir in args.runs.split(","):
+        for backbone, (model, tokenizer) in backbones(run_dir).items():
+            if any(key.startswith(f"{args.task}/{backbone}/") for key in done):
+                continue
+            start = time.perf_counter()
+            val = select_train_examples(data.validation, args.val_examples, 0)
+            split_features = {name: layer_features(model, tokenizer, examples, data.labels, args.max_len)
+                              for name, examples in (("train", data.train), ("val", val), ("test", data.test))}
+            extract_seconds = time.perf_counter() - start
+            (train_x, train_y), (val_x, val_y), (test_x, test_y) = (split_features[s] for s in ("train", "val", "test"))
+            text_index = {id(example): i for i, example in enumerate(data.train)}
+            for size in [0 if s == "all" else int(s) for s in args.sizes.split(",")]:
+                for seed in [int(s) for s in args.seeds.split(",")] if size else [0]:
+                    rows = torch.tensor([text_index[id(e)] for e in select_train_examples(data.train, size, seed)])
+                    for pooling in args.poolings.split(","):
+                        for layer in range(train_x[pooling].shape[0]):
+                            outcome = softmax_regression(train_x[pooling][layer, rows], train_y[rows],
+                                                         val_x[pooling][layer], val_y, test_x[pooling][layer], test_y,
+                                                         len(data.labels), seed)
+                            key = f"{args.task}/{backbone}/{pooling}/{layer}/{size}/{seed}"
+                            results[key] = {"task": args.task, "backbone": backbone, "pooling": pooling,
+                                            "layer": layer, "size": size, "seed": seed,
+                                            "extract_seconds": extract_seconds, **outcome}
+            print(f"{backbone}: features in {extract_seconds:.0f} s", flush=True)
+    return results
+
+
+def spread(values: list[float]) -> float:
+    """The sample standard deviation (0 with one value)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(results: dict) -> dict[tuple, tuple[float, float, float, float, int]]:
+    """(backbone, pooling, size, layer) -> (accuracy mean, sd, macro-F1 mean, sd, seeds)."""
+    groups: dict[tuple, list[dict]] = {}
+    for entry in results.values():
+        groups.setdefault((entry["backbone"], entry["pooling"], entry["size"], entry["layer"]), []).append(entry)
+    table = {}
+    for key, entries in groups.items():
+        accs, f1s = [e["test_accuracy"] for e in entries], [e["test_macro_f1"] for e in entries]
+        table[key] = (statistics.mean(accs), spread(accs), statistics.mean(f1s), spread(f1s), len(entries))
+    return table
+
+
+def markdown(results: dict, args: argparse.Namespace) -> str:
+    table = summarise(results)
+    lines = [f"Linear probes on `{args.task}` (first {args.max_len} tokens, standardised pooled hidden states, "
+             "class-balanced softmax regression, best of 300 AdamW steps by validation macro-F1 on "
+             f"{args.val_examples} validation speeches; test = the held-out plays; mean ± std over seeds; "
+             "layer 0 = the embedding).", machine_line(), "",
+             "| backbone | pooling | labels | layer | seeds | test accuracy | test macro-F1 |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for (backbone, pooling, size, layer), (acc, acc_sd, f1, f1_sd, n) in sorted(table.items()):
+        lines.append(f"| {backbone} | {pooling} | {size or 'all'} | {layer} | {n} | {acc:.3f} ± {acc_sd:.3f} "
+                     f"| {f1:.3f} ± {f1_sd:.3f} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path, pooling: str) -> None:
+    """Test macro-F1 against layer, one line per backbone and label count."""
+    table = summarise(results)
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.add_subplot()
+    curves: dict[tuple, list] = {}
+    for (backbone, p, size, layer), (_, _, f1, f1_sd, _) in table.items():
+        if p == pooling:
+            curves.setdefault((backbone, size), []).append((layer, f1, f1_sd))
+    for (backbone, size), points in sorted(curves.items()):
+        layers, f1s, sds = zip(*sorted(points), strict=True)
+        style = "--" if "random" in backbone else "-"
+        axes.errorbar(layers, f1s, yerr=sds, marker="o", capsize=3, linestyle=style,
+                      label=f"{backbone}, {size or 'all'} labels")
+    axes.set_xlabel("layer (0 = embedding)")
+    axes.set_ylabel("test macro-F1")
+    axes.set_title(f"Linear probe per layer ({pooling} pooling)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Linear probes on every layer (see the module docstring).")
+    parser.add_argument("--runs", required=True, help="pretraining run folders, comma-separated")
+    parser.add_argument("--task", default="shakespeare-verse")
+    parser.add_argument("--sizes", default="200,all", help="labelled examples, comma-separated; 'all' = all")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of the label subsets ('all' uses one)")
+    parser.add_argument("--poolings", default="mean,last")
+    parser.add_argument("--max-len", type=int, default=128)
+    parser.add_argument("--val-examples", type=int, default=400)
+    parser.add_argument("--results", default=str(HERE / "probe_results.json"))
+    parser.add_argument("--plot", default=str(HERE / "probe_layers.png"))
+    args = parser.parse_args()
+    results_path = Path(args.results)
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results.update(probe(args, results))
+    write_json_atomic(results_path, results)
+    current = {k: v for k, v in results.items() if v["task"] == args.task
+               and any(v["backbone"].startswith(Path(run).name) for run in args.runs.split(","))}
+    text = markdown(current, args)
+    write_section("probe", text)
+    plot(current, Path(args.plot), args.poolings.split(",")[0])
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
