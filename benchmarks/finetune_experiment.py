@@ -15,9 +15,9 @@ Models: ``transformer-clm`` (next-token pretraining), ``transformer-mlm`` (maske
 and ``gru`` (next-token), all on characters, and ``transformer-clm-bpe`` (next-token on a 1000-token BPE
 vocabulary: 128 tokens cover about 300 characters instead of 128). ``--sizes`` gives the numbers of labelled
 examples (``all`` = the whole training split); every (task, model, row, size, seed) is one entry of the results
-JSON, which the script skips when it is already there, so an interrupted run resumes. At the end the ``finetune`` section of ``benchmarks/RESULTS.md`` gets the
-mean ± standard deviation over seeds, and ``benchmarks/sample_efficiency.png`` plots test accuracy against the
-number of labels for ``--curve-rows`` (default: the frozen-lower-layers row and scratch).
+JSON, which the script skips when it is already there, so an interrupted run resumes. At the end the
+``finetune`` section of ``benchmarks/RESULTS.md`` gets the mean ± standard deviation over seeds, and
+``benchmarks/sample_efficiency.png`` plots test accuracy against the number of labels for ``--curve-rows`` (default: the frozen-lower-layers row and scratch).
 
 A reduced run (what fits a shared 2-core CPU)::
 
