@@ -17,7 +17,8 @@ vocabulary: 128 tokens cover about 300 characters instead of 128). ``--sizes`` g
 examples (``all`` = the whole training split); every (task, model, row, size, seed) is one entry of the results
 JSON, which the script skips when it is already there, so an interrupted run resumes. At the end the
 ``finetune`` section of ``benchmarks/RESULTS.md`` gets the mean ± standard deviation over seeds, and
-``benchmarks/sample_efficiency.png`` plots test accuracy against the number of labels for ``--curve-rows`` (default: the frozen-lower-layers row and scratch).
+``benchmarks/sample_efficiency.png`` plots test accuracy against the number of labels for ``--curve-rows``
+(default: the frozen-lower-layers row and scratch).
 
 A reduced run (what fits a shared 2-core CPU)::
 
