@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ from results import machine_line, write_section
 from minipt import functional as MF
 from minipt.checkpoint import write_json_atomic
 from minipt.classify import select_train_examples
-from minipt.data import load_task
+from minipt.data import load_task, shakespeare
 from minipt.data.datasets import ClassificationDataset
 from minipt.metrics import accuracy, confusion_matrix, macro_f1
 from minipt.models import build_model
@@ -108,6 +109,31 @@ def softmax_regression(x_train, y_train, x_val, y_val, x_test, y_test, num_class
             "val_macro_f1": best[0]}
 
 
+@torch.no_grad()
+def format_shift(run_dir: str, n_speeches: int = 200, seed: int = 0) -> dict:
+    """Next-token loss (nats per token) of a next-token run on ``n_speeches`` validation-play speeches of the
+    verse task, written as printed (speaker, one printed line per line, capitals kept: the ``shakespeare``
+    corpus) and as the classifier reads them (lines joined with spaces, lower-cased: the ``shakespeare-flat``
+    corpus); each cut to the model's context."""
+    model, tokenizer, saved = load_run(run_dir)
+    if saved["pretrain"]["objective"] != "clm":
+        return {}
+    chosen = [speech for speech in shakespeare.speeches()
+              if shakespeare.play_split(speech.play) == "validation" and shakespeare.verse_label(speech.lines)]
+    chosen = random.Random(seed).sample(chosen, n_speeches)
+    losses = {}
+    for name, render in (("printed", shakespeare.format_speech), ("task text", shakespeare.task_text)):
+        total, count = 0.0, 0
+        context = saved["pretrain"]["block_size"]
+        for speech in chosen:
+            ids = torch.tensor(tokenizer.encode(render(speech))[: context + 1])[None]  # (1, T + 1)
+            logits, _ = model(ids[:, :-1])  # (1, T, V)
+            total += float(MF.cross_entropy(logits[0], ids[0, 1:], reduction="sum"))
+            count += ids.shape[1] - 1
+        losses[name] = total / count
+    return losses
+
+
 def probe(args: argparse.Namespace, done: dict) -> dict:
     """Probe results of every backbone of ``args.runs`` not already in ``done`` (a previous results file)."""
     data = load_task(args.task)
@@ -157,16 +183,23 @@ def summarise(results: dict) -> dict[tuple, tuple[float, float, float, float, in
 
 
 def markdown(results: dict, args: argparse.Namespace) -> str:
+    """One row per (backbone, pooling, labels); one column per layer: test accuracy / macro-F1 (means)."""
     table = summarise(results)
+    rows: dict[tuple, dict[int, tuple]] = {}
+    for (backbone, pooling, size, layer), summary in table.items():
+        rows.setdefault((backbone, pooling, size), {})[layer] = summary
+    n_layers = max(len(layers) for layers in rows.values())
     lines = [f"Linear probes on `{args.task}` (first {args.max_len} tokens, standardised pooled hidden states, "
              "class-balanced softmax regression, best of 300 AdamW steps by validation macro-F1 on "
-             f"{args.val_examples} validation speeches; test = the held-out plays; mean ± std over seeds; "
-             "layer 0 = the embedding).", machine_line(), "",
-             "| backbone | pooling | labels | layer | seeds | test accuracy | test macro-F1 |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for (backbone, pooling, size, layer), (acc, acc_sd, f1, f1_sd, n) in sorted(table.items()):
-        lines.append(f"| {backbone} | {pooling} | {size or 'all'} | {layer} | {n} | {acc:.3f} ± {acc_sd:.3f} "
-                     f"| {f1:.3f} ± {f1_sd:.3f} |")
+             f"{args.val_examples} validation speeches; test = the held-out plays). Each cell: test accuracy / "
+             "test macro-F1, the mean over the label subsets' seeds (3 seeds for 200 labels, 1 for all); "
+             "layer 0 = the embedding.", machine_line(), "",
+             "| backbone | pooling | labels | " + " | ".join(f"layer {layer}" for layer in range(n_layers)) + " |",
+             "| --- | --- | ---: | " + " | ".join("---:" for _ in range(n_layers)) + " |"]
+    for (backbone, pooling, size), layers in sorted(rows.items()):
+        cells = [f"{layers[layer][0]:.3f} / {layers[layer][2]:.3f}" if layer in layers else "" for layer in
+                 range(n_layers)]
+        lines.append(f"| {backbone} | {pooling} | {size or 'all'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -204,14 +237,26 @@ def main() -> None:
     parser.add_argument("--val-examples", type=int, default=400)
     parser.add_argument("--results", default=str(HERE / "probe_results.json"))
     parser.add_argument("--plot", default=str(HERE / "probe_layers.png"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite the table from the results file")
     args = parser.parse_args()
     results_path = Path(args.results)
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results.update(probe(args, results))
-    write_json_atomic(results_path, results)
+    shifts = results.pop("format_shift", {})
+    if not args.report_only:
+        results.update(probe(args, results))
+        for run in args.runs.split(","):
+            if Path(run).name not in shifts and (shift := format_shift(run)):
+                shifts[Path(run).name] = shift
+        write_json_atomic(results_path, {**results, "format_shift": shifts})
     current = {k: v for k, v in results.items() if v["task"] == args.task
                and any(v["backbone"].startswith(Path(run).name) for run in args.runs.split(","))}
     text = markdown(current, args)
+    for run in args.runs.split(","):
+        if Path(run).name in shifts:
+            shift = shifts[Path(run).name]
+            text += (f"\n\nFormat shift of `{Path(run).name}`: next-token loss on 200 validation speeches "
+                     f"{shift['printed']:.3f} nats/token as printed, {shift['task text']:.3f} as the classifier "
+                     "reads them (lines joined, lower-cased).")
     write_section("probe", text)
     plot(current, Path(args.plot), args.poolings.split(",")[0])
     print(text)

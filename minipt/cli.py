@@ -37,7 +37,8 @@ class CommandLineError(ValueError):
 PRETRAIN_HELP = {
     "model": "architecture: transformer or gru",
     "objective": "clm (next token), mlm (masked tokens, Transformer only) or mlm+nsp (MLM + next-sentence head)",
-    "corpus": "'shakespeare' (built in) or the path of a UTF-8 text file",
+    "corpus": "'shakespeare' (built in, as printed), 'shakespeare-flat' (built in, each speech lower-cased on one "
+    "line, as the classifiers read it) or the path of a UTF-8 text file",
     "tokenizer": "char or bpe",
     "bpe_vocab_size": "vocabulary size of the BPE tokenizer",
     "val_fraction": "the last fraction of the corpus's tokens held out for validation",

@@ -147,6 +147,14 @@ def test_corpus_holds_out_the_test_plays(fake_plays):
     assert held_out.startswith("ALPHA:\nNow is the winter of our test,\n")
 
 
+def test_flat_corpus_is_the_task_text_of_each_speech(fake_plays):
+    flat = load_corpus("shakespeare-flat")
+    train_speeches = shakespeare.speeches()[:4]  # macbeth, a test play, is held out
+    assert flat == "".join(shakespeare.task_text(s) + "\n\n" for s in train_speeches)
+    assert flat.startswith("now is the winter of our test, ")  # no speaker, lower-cased, lines joined
+    assert flat == flat.lower() and flat.count("\n") == 2 * len(train_speeches)  # only the blank lines between
+
+
 def test_cache_dir_follows_minipt_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIPT_CACHE", str(tmp_path / "elsewhere"))
     assert shakespeare.cache_dir() == tmp_path / "elsewhere"

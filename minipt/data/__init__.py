@@ -48,17 +48,19 @@ __all__ = [
     "balanced_sampler",
 ]
 
-CORPORA = ("shakespeare",)
+CORPORA = ("shakespeare", "shakespeare-flat")
 TASKS = shakespeare.TASKS
 
 
 def load_corpus(name_or_path: str | Path, hold_out_test_plays: bool = True) -> str:
-    """The pretraining text of a built-in corpus (``"shakespeare"``) or of a UTF-8 text file.
+    """The pretraining text of a built-in corpus or of a UTF-8 text file.
 
+    ``"shakespeare"`` is the plays as printed (speaker, one line per printed line); ``"shakespeare-flat"`` the
+    same speeches the way the built-in tasks' classifiers read them (lines joined, lower-cased).
     ``hold_out_test_plays`` applies to Shakespeare only: it leaves out the plays the built-in tasks test on.
     """
     if str(name_or_path) in CORPORA:
-        return shakespeare.corpus(hold_out_test_plays=hold_out_test_plays)
+        return shakespeare.corpus(hold_out_test_plays, as_task_text=str(name_or_path) == "shakespeare-flat")
     if not Path(name_or_path).exists():
         raise DataError(f"{name_or_path}: no such file, and not a built-in corpus ({', '.join(CORPORA)})")
     return read_text(name_or_path)

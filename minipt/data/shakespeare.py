@@ -263,12 +263,16 @@ def format_speech(speech: Speech) -> str:
     return f"{speech.speaker}:\n" + "".join(f"{line}\n" for line in speech.lines) + "\n"
 
 
-def corpus(hold_out_test_plays: bool = True) -> str:
-    """The pretraining text of all plays, in corpus order; without the :data:`TEST_PLAYS` by default."""
+def corpus(hold_out_test_plays: bool = True, as_task_text: bool = False) -> str:
+    """The pretraining text of all plays, in corpus order; without the :data:`TEST_PLAYS` by default.
+
+    ``as_task_text`` writes every speech the way the classifiers read it (:func:`task_text`: no speaker, lines
+    joined with spaces, lower-cased), speeches separated by a blank line: the ``shakespeare-flat`` corpus, so
+    that pretraining sees text of the same form as finetuning.
+    """
+    render = (lambda speech: task_text(speech) + "\n\n") if as_task_text else format_speech
     return "".join(
-        format_speech(speech)
-        for speech in speeches()
-        if not (hold_out_test_plays and play_split(speech.play) == "test")
+        render(speech) for speech in speeches() if not (hold_out_test_plays and play_split(speech.play) == "test")
     )
 
 
