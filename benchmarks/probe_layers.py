@@ -204,24 +204,30 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
 
 
 def plot(results: dict, path: Path, pooling: str) -> None:
-    """Test macro-F1 against layer, one line per backbone and label count."""
+    """Test macro-F1 against layer: one panel per label count, one colour per run, solid = pretrained weights,
+    dashed = the same architecture with random weights."""
     table = summarise(results)
-    figure = Figure(figsize=(7, 4.5))
-    axes = figure.add_subplot()
-    curves: dict[tuple, list] = {}
-    for (backbone, p, size, layer), (_, _, f1, f1_sd, _) in table.items():
-        if p == pooling:
-            curves.setdefault((backbone, size), []).append((layer, f1, f1_sd))
-    for (backbone, size), points in sorted(curves.items()):
-        layers, f1s, sds = zip(*sorted(points), strict=True)
-        style = "--" if "random" in backbone else "-"
-        axes.errorbar(layers, f1s, yerr=sds, marker="o", capsize=3, linestyle=style,
-                      label=f"{backbone}, {size or 'all'} labels")
-    axes.set_xlabel("layer (0 = embedding)")
-    axes.set_ylabel("test macro-F1")
-    axes.set_title(f"Linear probe per layer ({pooling} pooling)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
+    sizes = sorted({size for (_, p, size, _) in table if p == pooling}, key=lambda size: size or float("inf"))
+    runs = sorted({backbone.replace(" (random weights)", "") for (backbone, _, _, _) in table})
+    colours = {run: f"C{index}" for index, run in enumerate(runs)}
+    figure = Figure(figsize=(5 * len(sizes), 4.5))
+    for panel, size in enumerate(sizes):
+        axes = figure.add_subplot(1, len(sizes), panel + 1)
+        curves: dict[str, list] = {}
+        for (backbone, p, s, layer), (_, _, f1, f1_sd, _) in table.items():
+            if p == pooling and s == size:
+                curves.setdefault(backbone, []).append((layer, f1, f1_sd))
+        for backbone, points in sorted(curves.items()):
+            layers, f1s, sds = zip(*sorted(points), strict=True)
+            run = backbone.replace(" (random weights)", "")
+            axes.errorbar(layers, f1s, yerr=sds, marker="o", capsize=3, color=colours[run],
+                          linestyle="--" if "random" in backbone else "-", label=backbone)
+        axes.set_xticks(range(1 + max(layer for (_, _, _, layer) in table)))
+        axes.set_xlabel("layer (0 = embedding)")
+        axes.set_ylabel("test macro-F1")
+        axes.set_title(f"{size or 'all'} labels, {pooling} pooling")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
