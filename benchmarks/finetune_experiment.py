@@ -184,11 +184,35 @@ def mean_and_spread(values: list[float]) -> tuple[float, float]:
 
 
 def grouped(results: dict) -> dict[tuple, list[dict]]:
-    """Entries grouped by (task, model, row, size), seeds pooled."""
+    """Entries grouped by (task, model, variant, row, size), seeds pooled."""
     groups: dict[tuple, list[dict]] = {}
     for entry in results.values():
-        groups.setdefault((entry["task"], entry["model"], entry["row"], entry["size"]), []).append(entry)
+        key = (entry["task"], entry["model"], entry.get("variant", ""), entry["row"], entry["size"])
+        groups.setdefault(key, []).append(entry)
     return groups
+
+
+def variant(settings: str, args: argparse.Namespace) -> str | None:
+    """How an entry's settings differ from this run's: ``""`` if not at all, the differing parts (``"p2100"``,
+    ``"lr0.01"``) if only the pretraining steps or the learning rate differ, None if anything else does."""
+    mine, theirs = run_settings(args).split("-"), settings.split("-")
+    if len(mine) != len(theirs):
+        return None
+    differing = [part for part, own in zip(theirs, mine, strict=True) if part != own]
+    if any(not part.startswith(("p", "lr")) for part in differing):
+        return None
+    return " ".join(differing)
+
+
+ROW_ORDER = ["majority", "bow", "scratch", "head", "freeze1", "freeze2", "freeze3", "full", "gradual", "discriminative"]
+
+
+def table_order(item: tuple) -> tuple:
+    """Sort key of a group: task, the baselines first, then model and variant, row in ROW_ORDER, labels."""
+    (task, model, varied, row, size), _ = item
+    baseline = row in ("majority", "bow")
+    rank = ROW_ORDER.index(row) if row in ROW_ORDER else len(ROW_ORDER)
+    return (task, not baseline, "" if baseline else model, varied, size or float("inf"), rank)
 
 
 def markdown_table(results: dict, args) -> str:
@@ -204,12 +228,12 @@ def markdown_table(results: dict, args) -> str:
         "wall s |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for (task, model, row, size), entries in sorted(grouped(results).items(), key=lambda item: str(item[0])):
+    for (task, model, varied, row, size), entries in sorted(grouped(results).items(), key=table_order):
         acc, acc_sd = mean_and_spread([e["test_accuracy"] for e in entries])
         f1, f1_sd = mean_and_spread([e["test_macro_f1"] for e in entries])
         per_step = statistics.mean(e["seconds_per_step"] for e in entries)
         wall = statistics.mean(e["wall_seconds"] for e in entries)
-        model_name = "-" if row in ("bow", "majority") else model
+        model_name = "-" if row in ("bow", "majority") else model + (f" ({varied})" if varied else "")
         lines.append(f"| {task} | {model_name} | {row} | {size or 'all'} | {len(entries)} | {acc:.3f} ± {acc_sd:.3f} "
                      f"| {f1:.3f} ± {f1_sd:.3f} | {entries[0]['trainable_params']:,} | {per_step:.3f} | {wall:.0f} |")
     return "\n".join(lines)
@@ -219,8 +243,8 @@ def plot_curve(results: dict, args) -> None:
     """Test accuracy against labels for the first task and model, rows ``--curve-rows``, if there are >= 2 sizes."""
     task, model = args.tasks.split(",")[0], args.models.split(",")[0]
     curves, baselines = {}, {}
-    for (t, m, row, size), entries in grouped(results).items():
-        if t != task or (m != model and row not in ("bow", "majority")):
+    for (t, m, varied, row, size), entries in grouped(results).items():
+        if varied or t != task or (m != model and row not in ("bow", "majority")):
             continue
         if row in args.curve_rows.split(",") or row == "bow":
             mean, spread = mean_and_spread([e["test_accuracy"] for e in entries])
@@ -281,8 +305,10 @@ def main() -> None:
                         write_json_atomic(results_path, results)
                         print(f"{key}: test accuracy {entry['test_accuracy']:.3f}, macro-F1 "
                               f"{entry['test_macro_f1']:.3f} ({entry['wall_seconds']:.0f} s)", flush=True)
-    current = {key: entry for key, entry in results.items()
-               if entry["settings"] == run_settings(args)}
+    current = {}  # this run's settings, and the variants in pretraining steps or learning rate
+    for key, entry in results.items():
+        if (varied := variant(entry["settings"], args)) is not None:
+            current[key] = {**entry, "variant": "" if entry["row"] in ("bow", "majority") else varied}
     markdown = markdown_table(current, args)
     write_section("finetune", markdown)
     plot_curve(current, args)
