@@ -240,21 +240,27 @@ def markdown_table(results: dict, args) -> str:
 
 
 def plot_curve(results: dict, args) -> None:
-    """Test accuracy against labels for the first task and model, rows ``--curve-rows``, if there are >= 2 sizes."""
+    """Test accuracy (``sample_efficiency.png``) and macro-F1 (``sample_efficiency_macro_f1.png``) against the
+    number of labels for the first task and model, rows ``--curve-rows`` and bag-of-words, where a row has >= 2
+    sizes; the majority class is a dashed line."""
     task, model = args.tasks.split(",")[0], args.models.split(",")[0]
-    curves, baselines = {}, {}
-    for (t, m, varied, row, size), entries in grouped(results).items():
-        if varied or t != task or (m != model and row not in ("bow", "majority")):
-            continue
-        if row in args.curve_rows.split(",") or row == "bow":
-            mean, spread = mean_and_spread([e["test_accuracy"] for e in entries])
-            curves.setdefault(row, []).append((size or len(load_task(task).train), mean, spread))
-        if row == "majority":
-            baselines["majority class"] = statistics.mean(e["test_accuracy"] for e in entries)
-    curves = {row: sorted(points) for row, points in curves.items() if len(points) >= 2}
-    if curves:
-        plot_sample_efficiency(curves, HERE / "sample_efficiency.png", baselines=baselines,
-                               title=f"{task}: test accuracy against labelled examples ({model})")
+    n_train = len(load_task(task).train)
+    for metric, name, path in (("test_accuracy", "accuracy", "sample_efficiency.png"),
+                               ("test_macro_f1", "macro-F1", "sample_efficiency_macro_f1.png")):
+        curves: dict[str, dict[int, tuple]] = {}
+        baselines = {}
+        for (t, m, varied, row, size), entries in grouped(results).items():
+            if varied or t != task or (m != model and row not in ("bow", "majority")):
+                continue
+            if row in args.curve_rows.split(",") or row == "bow":
+                curves.setdefault(row, {})[size or n_train] = mean_and_spread([e[metric] for e in entries])
+            if row == "majority":
+                baselines["majority class"] = statistics.mean(e[metric] for e in entries)
+        points = {row: [(size, *curve[size]) for size in sorted(curve)] for row, curve in curves.items()
+                  if len(curve) >= 2}
+        if points:
+            plot_sample_efficiency(points, HERE / path, baselines=baselines,
+                                   title=f"{task}: test {name} against labels ({model})", ylabel=name)
 
 
 def run_settings(args: argparse.Namespace) -> str:

@@ -143,8 +143,10 @@ def plot_sample_efficiency(
     path: str | os.PathLike | None = None,
     title: str = "Accuracy against the number of labelled examples",
     baselines: dict[str, float] | None = None,
+    ylabel: str = "accuracy",
 ) -> Figure:
-    """Accuracy against the number of labelled training examples (log x axis), one line per method.
+    """A score (accuracy by default; ``ylabel`` names it) against the number of labelled training examples
+    (log x axis), one line per method.
 
     ``results[method]`` is a list of ``(num_examples, mean_accuracy, spread)``: the mean over seeds and the
     half-height of its error bar (e.g. the standard deviation over seeds). ``baselines`` maps a name to a
@@ -163,7 +165,7 @@ def plot_sample_efficiency(
         axes.axhline(value, linestyle="--", color="gray", linewidth=1, label=name)
     axes.set_xscale("log")
     axes.set_xlabel("labelled examples (log scale)")
-    axes.set_ylabel("accuracy")
+    axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()

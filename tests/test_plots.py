@@ -124,6 +124,11 @@ def test_plot_sample_efficiency_one_errorbar_line_per_method_and_baselines(tmp_p
     assert sorted(legend) == ["from scratch", "majority class", "pretrained"]
 
 
+def test_plot_sample_efficiency_names_another_score(tmp_path):
+    figure = plot_sample_efficiency({"bow": [(10, 0.4, 0.0), (100, 0.5, 0.0)]}, ylabel="macro-F1")
+    assert figure.axes[0].get_ylabel() == "macro-F1"
+
+
 def test_plot_sample_efficiency_without_baselines_and_errors():
     figure = plot_sample_efficiency({"only": [(8, 0.5, 0.0)]})
     assert [line.get_label() for line in figure.axes[0].get_lines() if not line.get_label().startswith("_")] == []
