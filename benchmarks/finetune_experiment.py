@@ -12,14 +12,15 @@ few-label subset per seed) and the same number of finetuning epochs:
 * ``majority``  — always the most frequent training label.
 
 Models: ``transformer-clm`` (next-token pretraining), ``transformer-mlm`` (masked-LM pretraining, bidirectional) and
-``gru`` (next-token), all on characters, and ``transformer-clm-bpe`` (next-token on a 1000-token BPE vocabulary: 128
-tokens cover about 300 characters instead of 128) and ``transformer-clm-bpe-flat`` (the same on the
-``shakespeare-flat`` corpus: the speeches lower-cased with their lines joined, as the classifiers read them).
-``--sizes`` gives the numbers of labelled examples (``all`` = the whole training split); every (task, model, row,
-size, seed) is one entry of the results JSON, which the script skips when it is already there, so an interrupted run
-resumes. At the end the ``finetune`` section of ``benchmarks/RESULTS.md`` gets the mean ± standard deviation over
-seeds, and ``benchmarks/sample_efficiency.png`` plots test accuracy against the number of labels for
-``--curve-rows`` (default: the frozen-lower-layers row and scratch).
+``gru`` (next-token; 4 layers like the Transformer) and ``gru-2layer`` (the same with 2 layers), all on characters,
+and ``transformer-clm-bpe`` (next-token on a 1000-token BPE vocabulary: 128 tokens cover about 300 characters
+instead of 128) and ``transformer-clm-bpe-flat`` (the same on the ``shakespeare-flat`` corpus: the speeches
+lower-cased with their lines joined, as the classifiers read them). ``--sizes`` gives the numbers of labelled
+examples (``all`` = the whole training split); every (task, model, row, size, seed) is one entry of the results
+JSON, which the script skips when it is already there, so an interrupted run resumes. At the end the ``finetune``
+section of ``benchmarks/RESULTS.md`` gets the mean ± standard deviation over seeds, and
+``benchmarks/sample_efficiency.png`` plots test accuracy against the number of labels for ``--curve-rows`` (default:
+the frozen-lower-layers row and scratch).
 
 A reduced run (what fits a shared 2-core CPU)::
 
@@ -54,6 +55,7 @@ MODELS = {  # name -> pretraining settings (everything else: PretrainConfig's de
     "transformer-clm": {"model": "transformer", "objective": "clm"},
     "transformer-mlm": {"model": "transformer", "objective": "mlm"},
     "gru": {"model": "gru", "objective": "clm"},
+    "gru-2layer": {"model": "gru", "objective": "clm", "n_layers": 2},
     "transformer-clm-bpe": {"model": "transformer", "objective": "clm", "tokenizer": "bpe", "bpe_vocab_size": 1000},
     "transformer-clm-bpe-flat": {"model": "transformer", "objective": "clm", "tokenizer": "bpe", "bpe_vocab_size": 1000,
                                  "corpus": "shakespeare-flat"},
