@@ -186,11 +186,16 @@ def mean_and_spread(values: list[float]) -> tuple[float, float]:
 
 
 def grouped(results: dict) -> dict[tuple, list[dict]]:
-    """Entries grouped by (task, model, variant, row, size), seeds pooled."""
+    """Entries grouped by (task, model, variant, row, size), seeds pooled. The baselines do not depend on the
+    model: their model is ``"-"``, and a seed measured under several models counts once."""
     groups: dict[tuple, list[dict]] = {}
     for entry in results.values():
-        key = (entry["task"], entry["model"], entry.get("variant", ""), entry["row"], entry["size"])
-        groups.setdefault(key, []).append(entry)
+        baseline = entry["row"] in ("bow", "majority")
+        model = "-" if baseline else entry["model"]
+        key = (entry["task"], model, entry.get("variant", ""), entry["row"], entry["size"])
+        group = groups.setdefault(key, [])
+        if not (baseline and any(other["seed"] == entry["seed"] for other in group)):
+            group.append(entry)
     return groups
 
 
@@ -235,7 +240,7 @@ def markdown_table(results: dict, args) -> str:
         f1, f1_sd = mean_and_spread([e["test_macro_f1"] for e in entries])
         per_step = statistics.mean(e["seconds_per_step"] for e in entries)
         wall = statistics.mean(e["wall_seconds"] for e in entries)
-        model_name = "-" if row in ("bow", "majority") else model + (f" ({varied})" if varied else "")
+        model_name = model + (f" ({varied})" if varied else "")
         lines.append(f"| {task} | {model_name} | {row} | {size or 'all'} | {len(entries)} | {acc:.3f} ± {acc_sd:.3f} "
                      f"| {f1:.3f} ± {f1_sd:.3f} | {entries[0]['trainable_params']:,} | {per_step:.3f} | {wall:.0f} |")
     return "\n".join(lines)
@@ -252,7 +257,7 @@ def plot_curve(results: dict, args) -> None:
         curves: dict[str, dict[int, tuple]] = {}
         baselines = {}
         for (t, m, varied, row, size), entries in grouped(results).items():
-            if varied or t != task or (m != model and row not in ("bow", "majority")):
+            if varied or t != task or m not in (model, "-"):
                 continue
             if row in args.curve_rows.split(",") or row == "bow":
                 curves.setdefault(row, {})[size or n_train] = mean_and_spread([e[metric] for e in entries])
