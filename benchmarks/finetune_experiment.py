@@ -246,6 +246,10 @@ def markdown_table(results: dict, args) -> str:
     return "\n".join(lines)
 
 
+CURVE_LABELS = {"scratch": "from scratch", "head": "pretrained, all layers frozen (head only)",
+                "full": "pretrained, full finetuning", "bow": "bag-of-words logistic regression"}
+
+
 def plot_curve(results: dict, args) -> None:
     """Test accuracy (``sample_efficiency.png``) and macro-F1 (``sample_efficiency_macro_f1.png``) against the
     number of labels for the first task and model, rows ``--curve-rows`` and bag-of-words, where a row has >= 2
@@ -263,8 +267,8 @@ def plot_curve(results: dict, args) -> None:
                 curves.setdefault(row, {})[size or n_train] = mean_and_spread([e[metric] for e in entries])
             if row == "majority":
                 baselines["majority class"] = statistics.mean(e[metric] for e in entries)
-        points = {row: [(size, *curve[size]) for size in sorted(curve)] for row, curve in curves.items()
-                  if len(curve) >= 2}
+        points = {CURVE_LABELS.get(row, row): [(size, *curve[size]) for size in sorted(curve)]
+                  for row, curve in curves.items() if len(curve) >= 2}
         if points:
             plot_sample_efficiency(points, HERE / path, baselines=baselines,
                                    title=f"{task}: test {name} against labels ({model})", ylabel=name)
