@@ -210,7 +210,7 @@ def plot(results: dict, path: Path, pooling: str) -> None:
     sizes = sorted({size for (_, p, size, _) in table if p == pooling}, key=lambda size: size or float("inf"))
     runs = sorted({backbone.replace(" (random weights)", "") for (backbone, _, _, _) in table})
     colours = {run: f"C{index}" for index, run in enumerate(runs)}
-    figure = Figure(figsize=(5 * len(sizes), 4.5))
+    figure = Figure(figsize=(5 * len(sizes), 5.5))
     for panel, size in enumerate(sizes):
         axes = figure.add_subplot(1, len(sizes), panel + 1)
         curves: dict[str, list] = {}
@@ -227,8 +227,9 @@ def plot(results: dict, path: Path, pooling: str) -> None:
         axes.set_ylabel("test macro-F1")
         axes.set_title(f"{size or 'all'} labels, {pooling} pooling")
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=7)
-    figure.tight_layout()
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=7)
+    figure.tight_layout(rect=(0, 0.06 * (1 + len(labels) // 2) / 2, 1, 1))
     figure.savefig(path, dpi=120)
 
 
