@@ -246,14 +246,24 @@ def markdown_table(results: dict, args) -> str:
     return "\n".join(lines)
 
 
-CURVE_LABELS = {"scratch": "from scratch", "head": "pretrained, all layers frozen (head only)",
-                "full": "pretrained, full finetuning", "bow": "bag-of-words logistic regression"}
+ROW_DESCRIPTIONS = {"head": "all layers frozen (head only)", "freeze1": "lower 1 layer frozen",
+                    "freeze2": "lower 2 layers frozen", "freeze3": "lower 3 layers frozen", "full": "full finetuning"}
+
+
+def curve_label(row: str, pretrain_steps: int) -> str:
+    """The legend entry of a row in the sample-efficiency plots."""
+    if row == "scratch":
+        return "from scratch"
+    if row == "bow":
+        return "bag-of-words logistic regression"
+    return f"pretrained {pretrain_steps} steps, {ROW_DESCRIPTIONS.get(row, row)}"
 
 
 def plot_curve(results: dict, args) -> None:
     """Test accuracy (``sample_efficiency.png``) and macro-F1 (``sample_efficiency_macro_f1.png``) against the
-    number of labels for the first task and model, rows ``--curve-rows`` and bag-of-words, where a row has >= 2
-    sizes; the majority class is a dashed line."""
+    number of labels for the first task and model: rows ``--curve-rows`` (of every pretraining length measured
+    with these finetuning settings) and bag-of-words, where a row has >= 2 sizes; the majority class is a dashed
+    line. The scratch control does not depend on the pretraining length (same tokenizer and architecture)."""
     task, model = args.tasks.split(",")[0], args.models.split(",")[0]
     n_train = len(load_task(task).train)
     for metric, name, path in (("test_accuracy", "accuracy", "sample_efficiency.png"),
@@ -261,14 +271,16 @@ def plot_curve(results: dict, args) -> None:
         curves: dict[str, dict[int, tuple]] = {}
         baselines = {}
         for (t, m, varied, row, size), entries in grouped(results).items():
-            if varied or t != task or m not in (model, "-"):
+            if t != task or m not in (model, "-") or varied.startswith("lr") or " " in varied:
                 continue
+            steps = int(varied[1:]) if varied else args.pretrain_steps
             if row in args.curve_rows.split(",") or row == "bow":
-                curves.setdefault(row, {})[size or n_train] = mean_and_spread([e[metric] for e in entries])
+                curve = curves.setdefault(curve_label(row, steps), {})
+                curve.setdefault(size or n_train, mean_and_spread([e[metric] for e in entries]))
             if row == "majority":
                 baselines["majority class"] = statistics.mean(e[metric] for e in entries)
-        points = {CURVE_LABELS.get(row, row): [(size, *curve[size]) for size in sorted(curve)]
-                  for row, curve in curves.items() if len(curve) >= 2}
+        points = {label: [(size, *curve[size]) for size in sorted(curve)] for label, curve in sorted(curves.items())
+                  if len(curve) >= 2}
         if points:
             plot_sample_efficiency(points, HERE / path, baselines=baselines,
                                    title=f"{task}: test {name} against labels ({model})", ylabel=name)
