@@ -36,7 +36,7 @@ from minipt import functional as MF
 from minipt.checkpoint import write_json_atomic
 from minipt.classify import select_train_examples
 from minipt.data import load_task, shakespeare
-from minipt.data.datasets import ClassificationDataset
+from minipt.data.datasets import ClassificationDataset, collate_classification
 from minipt.metrics import accuracy, confusion_matrix, macro_f1
 from minipt.models import build_model
 from minipt.models.heads import pool
@@ -63,19 +63,15 @@ def layer_features(model, tokenizer, examples, labels, max_len: int, batch_size:
     model.eval()
     dataset = ClassificationDataset(examples, tokenizer, labels, max_len, add_cls=False)
     pooled = {"mean": [], "last": []}
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        length = max(len(ids) for ids, _ in items)
-        input_ids = torch.full((len(items), length), tokenizer.pad_id)  # (B, T)
-        attention_mask = torch.zeros(len(items), length, dtype=torch.bool)  # (B, T)
-        for row, (ids, _) in enumerate(items):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention_mask[row, : len(ids)] = True
-        _, _, intermediates = model(input_ids, attention_mask=attention_mask, return_intermediates=True)
+    batches = [collate_classification([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))],
+                                      tokenizer.pad_id) for start in range(0, len(dataset), batch_size)]  # in order
+    for batch in batches:
+        mask = batch["attention_mask"]  # (B, T)
+        _, _, intermediates = model(batch["input_ids"], attention_mask=mask, return_intermediates=True)
         for pooling in pooled:
-            per_layer = [pool(hidden, attention_mask, pooling) for hidden in intermediates["hidden_states"]]
+            per_layer = [pool(hidden, mask, pooling) for hidden in intermediates["hidden_states"]]
             pooled[pooling].append(torch.stack(per_layer))  # (L + 1, B, H)
-    targets = torch.tensor([label for _, label in dataset.items])  # (N,)
+    targets = torch.cat([batch["labels"] for batch in batches])  # (N,)
     return {pooling: torch.cat(chunks, dim=1) for pooling, chunks in pooled.items()}, targets
 
 
