@@ -1,7 +1,8 @@
 """Speed of minipt's hand-written layers beside their PyTorch counterparts (forward + backward).
 
 Run ``python benchmarks/layers.py``: prints a table and rewrites the ``layers`` section of
-``benchmarks/RESULTS.md``. Each pair is timed side by side in one run, alternating minipt and torch rounds so
+``benchmarks/RESULTS.md``. minipt's pieces run their fast path (``fast=True``, :mod:`minipt.fast`), as the
+training jobs run them. Each pair is timed side by side in one run, alternating minipt and torch rounds so
 that load from other processes hits both alike; the figure is the median over all rounds.
 """
 
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from results import machine_line, write_section
 
-from minipt import functional as MF
+from minipt import fast
 from minipt import nn as mnn
 
 
@@ -32,7 +33,7 @@ def forward_backward(run: Callable[[], torch.Tensor], upstream: torch.Tensor) ->
 def gru_pair() -> tuple[Callable[[], None], Callable[[], None]]:
     batch, length, input_size, hidden_size, layers = 32, 128, 128, 256, 2
     torch_gru = torch.nn.GRU(input_size, hidden_size, num_layers=layers, batch_first=True)
-    minipt_gru = mnn.GRU(input_size, hidden_size, num_layers=layers, batch_first=True)
+    minipt_gru = mnn.GRU(input_size, hidden_size, num_layers=layers, batch_first=True, fast=True)
     minipt_gru.load_state_dict(torch_gru.state_dict())
     x = torch.randn(batch, length, input_size, requires_grad=True)
     upstream = torch.randn(batch, length, hidden_size)
@@ -47,7 +48,7 @@ def attention_pair(length: int) -> tuple[Callable[[], None], Callable[[], None]]
     q, k, v = (torch.randn(batch, heads, length, head_dim, requires_grad=True) for _ in range(3))
     upstream = torch.randn(batch, heads, length, head_dim)
     return (
-        forward_backward(lambda: MF.scaled_dot_product_attention(q, k, v, is_causal=True), upstream),
+        forward_backward(lambda: fast.attention(q, k, v, is_causal=True), upstream),
         forward_backward(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), upstream),
     )
 
@@ -60,7 +61,7 @@ def encoder_pair(
         dim_feedforward=4 * d_model, dropout=dropout, activation=activation, batch_first=True, norm_first=True
     )
     torch_layer = torch.nn.TransformerEncoderLayer(d_model, heads, **config)
-    minipt_layer = mnn.TransformerEncoderLayer(d_model, heads, **config)
+    minipt_layer = mnn.TransformerEncoderLayer(d_model, heads, **config, fast=True)
     minipt_layer.load_state_dict(torch_layer.state_dict())
     causal = torch.nn.Transformer.generate_square_subsequent_mask(length)
     x = torch.randn(batch, length, d_model, requires_grad=True)

@@ -8,6 +8,10 @@ Allowed building blocks are elementwise maths (``exp``, ``log``, ``erf``, ``tanh
 ``amax``, ``mean``), ``matmul`` and indexing. Nothing here calls torch's own softmax, cross-entropy, attention,
 layer norm or GELU.
 
+This module imports nothing from the rest of minipt: what runs here is exactly what is written here, in
+training and in evaluation alike. The opt-in fast paths (hand-derived backward passes) live in
+:mod:`minipt.fast`, which builds on this module and is tested equal to it.
+
 Shape letters used below: ``N`` examples, ``C`` classes, ``L`` queries, ``S`` keys, ``E`` query/key size,
 ``Ev`` value size.
 """
@@ -18,10 +22,6 @@ import math
 
 import torch
 from torch import Tensor
-
-from minipt.backward import attention
-from minipt.backward import gelu as fused_gelu
-from minipt.backward import layer_norm as fused_layer_norm
 
 __all__ = [
     "softmax",
@@ -170,24 +170,9 @@ def scaled_dot_product_attention(
     ``attn_mask`` broadcastable to ``(..., L, S)``. Output ``(..., L, Ev)``; with ``return_weights=True``
     also the weights ``(..., L, S)`` (after dropout, as used for the output).
     """
-    E = query.shape[-1]
     L, S = query.shape[-2], key.shape[-2]
-    scale = 1.0 / math.sqrt(E) if scale is None else scale
-
-    blocked = None  # (..., L, S) boolean, True where a query may not look
-    added = None  # a float attn_mask, added to the scores
-    if is_causal:
-        blocked = torch.ones(L, S, dtype=torch.bool, device=query.device).triu(diagonal=1)
-    if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            blocked = ~attn_mask if blocked is None else blocked | ~attn_mask
-        else:
-            added = attn_mask
-
-    if not return_weights and dropout_p < 1.0:
-        # Fast path: the same formula with a hand-derived backward pass (minipt/backward.py). The lines
-        # below are the readable reference that tests/test_nn.py checks it against.
-        return attention(query, key, value, added, blocked, scale, dropout_p, generator)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    blocked, added = attention_mask_parts(attn_mask, is_causal, L, S, query.device)
 
     scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, S)
     if added is not None:
@@ -211,6 +196,28 @@ def scaled_dot_product_attention(
     return output
 
 
+def attention_mask_parts(
+    attn_mask: Tensor | None, is_causal: bool, L: int, S: int, device: torch.device
+) -> tuple[Tensor | None, Tensor | None]:
+    """torch's attention-mask conventions, read once: ``(blocked, added)``.
+
+    ``blocked`` is boolean, broadcastable to ``(..., L, S)``, True where a query may NOT look (from
+    ``is_causal`` and a boolean ``attn_mask``, whose True means *may attend*); ``added`` is a float
+    ``attn_mask``, added to the scores as it is. Either is None when absent. Shared with :mod:`minipt.fast`,
+    so both paths read a mask the same way.
+    """
+    blocked = None  # (..., L, S) boolean, True where a query may not look
+    added = None  # a float attn_mask, added to the scores
+    if is_causal:
+        blocked = torch.ones(L, S, dtype=torch.bool, device=device).triu(diagonal=1)  # key j > query i
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            blocked = ~attn_mask if blocked is None else blocked | ~attn_mask
+        else:
+            added = attn_mask
+    return blocked, added
+
+
 def layer_norm(
     input: Tensor,
     normalized_shape: int | tuple[int, ...] | list[int] | torch.Size,
@@ -230,19 +237,7 @@ def layer_norm(
     Shapes: ``input`` ``(..., *normalized_shape)``; ``weight`` and ``bias`` ``normalized_shape``;
     output the shape of ``input``.
     """
-    if isinstance(normalized_shape, int):
-        normalized_shape = (normalized_shape,)
-    normalized_shape = tuple(normalized_shape)
-    if tuple(input.shape[input.dim() - len(normalized_shape) :]) != normalized_shape:
-        raise ValueError(
-            f"layer_norm: input shape {tuple(input.shape)} does not end with normalized_shape {normalized_shape}"
-        )
-    if torch.is_grad_enabled():
-        # Fast path when autograd is recording: the same formula with a hand-derived backward pass
-        # (minipt/backward.py). The lines below are the readable reference that tests/test_nn.py checks it
-        # against, and what runs under torch.no_grad().
-        return fused_layer_norm(input, weight, bias, len(normalized_shape), eps)
-    dims = tuple(range(-len(normalized_shape), 0))
+    dims = layer_norm_dims(input, normalized_shape)  # the last len(normalized_shape) dims
     mean = input.mean(dim=dims, keepdim=True)
     centred = input - mean
     variance = (centred * centred).mean(dim=dims, keepdim=True)  # biased: divide by D
@@ -252,6 +247,21 @@ def layer_norm(
     if bias is not None:
         output = output + bias
     return output
+
+
+def layer_norm_dims(
+    input: Tensor, normalized_shape: int | tuple[int, ...] | list[int] | torch.Size
+) -> tuple[int, ...]:
+    """The dims a layer norm averages over, ``(-len(normalized_shape), ..., -1)``, after checking that
+    ``input``'s shape ends with ``normalized_shape`` (shared with :mod:`minipt.fast`)."""
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    normalized_shape = tuple(normalized_shape)
+    if tuple(input.shape[input.dim() - len(normalized_shape) :]) != normalized_shape:
+        raise ValueError(
+            f"layer_norm: input shape {tuple(input.shape)} does not end with normalized_shape {normalized_shape}"
+        )
+    return tuple(range(-len(normalized_shape), 0))
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
@@ -267,16 +277,17 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
     Shapes: elementwise; output the shape of ``input``.
     """
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-    if torch.is_grad_enabled():
-        # Fast path when autograd is recording: the same formula with its derivative written out
-        # (minipt/backward.py); the lines below are the readable reference it is tested against.
-        return fused_gelu(input, approximate)
+    check_gelu_form(approximate)
     if approximate == "none":
         return 0.5 * input * (1.0 + torch.erf(input * (1.0 / math.sqrt(2.0))))
     inner = math.sqrt(2.0 / math.pi) * (input + 0.044715 * input * input * input)  # approximate == "tanh"
     return 0.5 * input * (1.0 + torch.tanh(inner))
+
+
+def check_gelu_form(approximate: str) -> None:
+    """``approximate`` must be ``"none"`` (the exact GELU) or ``"tanh"`` (shared with :mod:`minipt.fast`)."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
 def relu(input: Tensor) -> Tensor:

@@ -12,6 +12,14 @@ Two conventions differ on purpose from torch:
   ``nan`` (torch 2.13's ``F.scaled_dot_product_attention`` gives zeros too; see
   :func:`minipt.functional.scaled_dot_product_attention`).
 
+One switch, ``fast``: every layer that has a fast path (:class:`LayerNorm`, :class:`MultiheadAttention`,
+:class:`TransformerEncoderLayer`, :class:`GRU`) takes ``fast: bool = False`` as its last constructor argument.
+By default a layer runs the readable formulas of :mod:`minipt.functional` (and :func:`gru_cell_step`), in
+training and in evaluation alike, so stepping through it in a debugger lands on the formula. With
+``fast=True`` it runs the hand-derived autograd Functions of :mod:`minipt.fast` instead, which give the same
+values and gradients (tested) in less time; the choice is one visible ``if self.fast:`` line in each forward.
+:func:`set_fast` switches a whole model. ``fast`` is not a parameter, so ``state_dict`` keys do not change.
+
 Mask conventions, which learners often trip on, because torch itself is not consistent:
 
 ==========================================  ===============  =======================================
@@ -20,7 +28,12 @@ mask                                        ``True`` means   float mask
 ``MultiheadAttention(key_padding_mask=)``   ignore this key  added to the scores
 ``MultiheadAttention(attn_mask=)``          NOT allowed      added to the scores
 ``functional.scaled_dot_product_attention`` allowed          added to the scores
+``additive_mask=`` (minipt's internal path)  (float only)     0 = may attend, ``-inf`` = blocked
 ==========================================  ===============  =======================================
+
+``additive_mask`` is the one form a model converts its masks to, once per forward pass (see
+:class:`minipt.models.TransformerLM`): a float mask broadcastable to ``(B, heads, L, S)`` that the attention
+adds to its scores as it is, with no further conversion in any layer.
 
 Shape letters: ``B`` batch, ``T`` time steps, ``L`` queries, ``S`` keys, ``E`` embedding size,
 ``H`` hidden size.
@@ -34,15 +47,17 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from minipt import fast
 from minipt import functional as MF
-from minipt.backward import gru_sequence
 
 __all__ = [
     "LayerInputError",
+    "set_fast",
     "LayerNorm",
     "MultiheadAttention",
     "TransformerEncoderLayer",
     "gru_cell_step",
+    "gru_sequence",
     "GRUCell",
     "GRU",
     "GRUGates",
@@ -51,6 +66,23 @@ __all__ = [
 
 class LayerInputError(ValueError):
     """A layer got a tensor or an argument it cannot use; the message names the layer and the argument."""
+
+
+def set_fast(module: nn.Module, fast: bool) -> nn.Module:
+    """Switch every layer inside ``module`` to the fast path (``fast=True``) or the readable one; returns it.
+
+    Sets ``.fast`` on ``module`` and every submodule that has the attribute, and ``config["fast"]`` on every
+    one whose ``config`` dict has that key (a language model's), so that ``build_model(model.architecture,
+    **model.config)`` still rebuilds the same model. Values and gradients do not change, only the code that
+    computes them.
+    """
+    for submodule in module.modules():
+        if hasattr(submodule, "fast"):
+            submodule.fast = fast
+        config = getattr(submodule, "config", None)
+        if isinstance(config, dict) and "fast" in config:
+            config["fast"] = fast
+    return module
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -66,23 +98,29 @@ class LayerNorm(nn.Module):
 
     with :math:`\mu, \sigma^2` the mean and biased variance over the last ``len(normalized_shape)`` dims,
     :math:`\gamma` = ``weight`` (initialised to ones) and :math:`\beta` = ``bias`` (zeros), so a fresh layer
-    only standardises. Shapes: input ``(..., *normalized_shape)``; output the same.
+    only standardises. ``fast=True``: :func:`minipt.fast.layer_norm` (hand-derived backward pass; its forward
+    pass gives the same bits). Shapes: input ``(..., *normalized_shape)``; output the same.
     """
 
-    def __init__(self, normalized_shape: int | tuple[int, ...] | list[int], eps: float = 1e-5) -> None:
+    def __init__(
+        self, normalized_shape: int | tuple[int, ...] | list[int], eps: float = 1e-5, fast: bool = False
+    ) -> None:
         super().__init__()
         if isinstance(normalized_shape, int):
             normalized_shape = (normalized_shape,)
         self.normalized_shape = tuple(normalized_shape)
         self.eps = eps
+        self.fast = fast
         self.weight = nn.Parameter(torch.ones(self.normalized_shape))
         self.bias = nn.Parameter(torch.zeros(self.normalized_shape))
 
     def forward(self, input: Tensor) -> Tensor:
+        if self.fast:
+            return fast.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
         return MF.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}"
+        return f"{self.normalized_shape}, eps={self.eps}" + (", fast=True" if self.fast else "")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -119,8 +157,14 @@ class MultiheadAttention(nn.Module):
     * ``is_causal=True`` is only a hint that ``attn_mask`` is the causal mask, as in torch: ``attn_mask`` must
       be given too (``torch.nn.Transformer.generate_square_subsequent_mask(T)`` builds one).
 
-    Both masks become additive masks (``-inf`` where blocked) and are summed, as torch does. Dropout acts on
-    the attention weights, only in training mode. Shapes (``batch_first=True``): ``query`` ``(B, L, E)``,
+    Both masks become additive masks (``-inf`` where blocked) and are summed, as torch does. A model that has
+    already built that sum passes it as the keyword-only ``additive_mask`` instead (minipt's internal path, see
+    this module's docstring): a float mask broadcastable to ``(B, heads, L, S)``, ``0`` where a query may
+    attend and ``-inf`` where not, used as it is; it cannot be combined with the other two masks.
+
+    Dropout acts on the attention weights, only in training mode. ``fast=True`` runs
+    :func:`minipt.fast.attention` whenever no weights are asked for (``need_weights=False``); the weights
+    come from the readable formula, which can return them. Shapes (``batch_first=True``): ``query`` ``(B, L, E)``,
     ``key`` and ``value`` ``(B, S, E)``; output ``(B, L, E)``; weights ``(B, L, S)`` averaged over heads, or
     ``(B, heads, L, S)`` with ``average_attn_weights=False``, or ``None`` with ``need_weights=False``.
     With ``batch_first=False`` the inputs and output are ``(L, B, E)``; the weights keep the batch first.
@@ -133,6 +177,7 @@ class MultiheadAttention(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         batch_first: bool = True,
+        fast: bool = False,
     ) -> None:
         super().__init__()
         if embed_dim % num_heads != 0:
@@ -144,6 +189,7 @@ class MultiheadAttention(nn.Module):
         self.head_dim = embed_dim // num_heads
         self.dropout = dropout
         self.batch_first = batch_first
+        self.fast = fast
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim)) if bias else None
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
@@ -203,17 +249,16 @@ class MultiheadAttention(nn.Module):
             merged = padding if merged is None else merged + padding
         return merged
 
-    def forward(
+    def _check_inputs(
         self,
         query: Tensor,
         key: Tensor,
         value: Tensor,
-        key_padding_mask: Tensor | None = None,
-        need_weights: bool = True,
-        attn_mask: Tensor | None = None,
-        average_attn_weights: bool = True,
-        is_causal: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
+        masks: tuple[Tensor | None, Tensor | None, Tensor | None],
+        is_causal: bool,
+    ) -> None:
+        """Shapes of ``query``, ``key`` and ``value``; ``masks`` = (attn_mask, key_padding_mask, additive_mask)."""
+        attn_mask, key_padding_mask, additive_mask = masks
         if query.dim() != 3 or key.dim() != 3 or value.dim() != 3:
             raise LayerInputError(
                 "MultiheadAttention: query, key and value must be 3-D (batch, time, embed_dim), got shapes "
@@ -224,11 +269,31 @@ class MultiheadAttention(nn.Module):
                 f"MultiheadAttention: query's last dim is {query.shape[-1]}, "
                 f"expected embed_dim={self.embed_dim}"
             )
-        if is_causal and attn_mask is None:
+        if additive_mask is not None and (attn_mask is not None or key_padding_mask is not None):
+            raise LayerInputError(
+                "MultiheadAttention: additive_mask is the already merged mask; pass it alone, "
+                "without attn_mask or key_padding_mask"
+            )
+        if is_causal and attn_mask is None and additive_mask is None:
             raise LayerInputError(
                 "MultiheadAttention: is_causal=True is a hint about attn_mask and needs attn_mask too "
                 "(as in torch); pass the causal mask as attn_mask"
             )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+        *,
+        additive_mask: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        self._check_inputs(query, key, value, (attn_mask, key_padding_mask, additive_mask), is_causal)
         if not self.batch_first:  # (T, B, E) -> (B, T, E), preserving `query is key` for self-attention
             same_kv, same_qk = key is value, query is key
             query = query.transpose(0, 1)
@@ -239,19 +304,15 @@ class MultiheadAttention(nn.Module):
 
         q, k, v = self._project(query, key, value)  # (B, L, E), (B, S, E), (B, S, E)
         q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)  # (B, heads, T, E/heads)
-        mask = self._merged_mask(attn_mask, key_padding_mask, B, L, S, q.dtype)
-        attention = MF.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            return_weights=need_weights,
-        )
-        if need_weights:
-            heads_output, weights = attention  # (B, heads, L, E/heads), (B, heads, L, S)
-        else:
-            heads_output, weights = attention, None
+        mask = additive_mask  # (B or 1, heads or 1, L, S) additive, or None
+        if mask is None:
+            mask = self._merged_mask(attn_mask, key_padding_mask, B, L, S, q.dtype)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.fast and not need_weights:  # the hand-derived kernel (minipt/fast.py); it returns no weights
+            heads_output, weights = fast.attention(q, k, v, mask, dropout_p), None  # (B, heads, L, E/heads)
+        else:  # the formula as written in minipt/functional.py
+            heads_output, weights = MF.scaled_dot_product_attention(q, k, v, mask, dropout_p, return_weights=True)
+            weights = weights if need_weights else None  # (B, heads, L, S)
         concatenated = heads_output.transpose(1, 2).reshape(B, L, E)  # (B, L, E)
         output = self.out_proj(concatenated)  # (B, L, E)
         if not self.batch_first:
@@ -285,8 +346,12 @@ class TransformerEncoderLayer(nn.Module):
 
     ``activation`` is ``"relu"`` or ``"gelu"``. Masks follow :class:`MultiheadAttention`: ``src_mask``
     boolean ``True`` = NOT allowed, ``src_key_padding_mask`` boolean ``True`` = padding to ignore;
-    ``is_causal=True`` is a hint that needs ``src_mask`` too. ``need_weights=True`` (minipt's addition, for
-    stepping through a model) also returns the attention weights of every head.
+    ``is_causal=True`` is a hint that needs ``src_mask`` too; a model passes its one already converted mask as
+    the keyword-only ``additive_mask`` instead (see :class:`MultiheadAttention`). ``need_weights=True``
+    (minipt's addition, for stepping through a model) also returns the attention weights of every head.
+
+    ``fast=True`` is passed down to the attention and both norms, and the feed-forward block's GELU runs
+    :func:`minipt.fast.gelu` (ReLU has no fast path: it is one elementwise max already).
 
     Shapes (``batch_first=True``): ``src`` ``(B, T, d_model)``; output the same; weights ``(B, nhead, T, T)``.
     """
@@ -301,22 +366,24 @@ class TransformerEncoderLayer(nn.Module):
         layer_norm_eps: float = 1e-5,
         batch_first: bool = True,
         norm_first: bool = False,
+        fast: bool = False,
     ) -> None:
         super().__init__()
         if activation not in ("relu", "gelu"):
             raise LayerInputError(
                 f"TransformerEncoderLayer: activation must be 'relu' or 'gelu', got {activation!r}"
             )
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first, fast=fast)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm_first = norm_first
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps)
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, fast=fast)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, fast=fast)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.activation = activation
+        self.fast = fast  # for the GELU; set_fast switches the attention and norms along with it
 
     def _self_attention_block(
         self,
@@ -325,6 +392,7 @@ class TransformerEncoderLayer(nn.Module):
         src_key_padding_mask: Tensor | None,
         is_causal: bool,
         need_weights: bool,
+        additive_mask: Tensor | None,
     ) -> tuple[Tensor, Tensor | None]:
         """``dropout1(MHA(x, x, x))`` and the per-head weights ``(B, nhead, T, T)`` (None unless asked)."""
         attended, weights = self.self_attn(
@@ -336,12 +404,19 @@ class TransformerEncoderLayer(nn.Module):
             need_weights=need_weights,
             average_attn_weights=False,
             is_causal=is_causal,
+            additive_mask=additive_mask,
         )
         return self.dropout1(attended), weights
 
     def _feed_forward_block(self, x: Tensor) -> Tensor:
+        """``dropout2(W_2 dropout(act(W_1 x + b_1)) + b_2)``."""
         hidden = self.linear1(x)  # (B, T, dim_feedforward)
-        hidden = MF.relu(hidden) if self.activation == "relu" else MF.gelu(hidden)
+        if self.activation == "relu":
+            hidden = MF.relu(hidden)
+        elif self.fast:  # GELU with its derivative written out (minipt/fast.py)
+            hidden = fast.gelu(hidden)
+        else:  # the GELU formula
+            hidden = MF.gelu(hidden)
         return self.dropout2(self.linear2(self.dropout(hidden)))  # (B, T, d_model)
 
     def forward(
@@ -351,18 +426,17 @@ class TransformerEncoderLayer(nn.Module):
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
+        *,
+        additive_mask: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        x = src
+        attention_arguments = (src_mask, src_key_padding_mask, is_causal, need_weights, additive_mask)
+        x = src  # (B, T, d_model)
         if self.norm_first:
-            attended, weights = self._self_attention_block(
-                self.norm1(x), src_mask, src_key_padding_mask, is_causal, need_weights
-            )
+            attended, weights = self._self_attention_block(self.norm1(x), *attention_arguments)
             x = x + attended
             x = x + self._feed_forward_block(self.norm2(x))
         else:
-            attended, weights = self._self_attention_block(
-                x, src_mask, src_key_padding_mask, is_causal, need_weights
-            )
+            attended, weights = self._self_attention_block(x, *attention_arguments)
             x = self.norm1(x + attended)
             x = self.norm2(x + self._feed_forward_block(x))
         if need_weights:
@@ -401,6 +475,40 @@ def gru_cell_step(
     candidate = torch.tanh(input_n + reset * hidden_n)
     new_hidden = (1.0 - update) * candidate + update * hidden
     return new_hidden, reset, update
+
+
+def gru_sequence(
+    input_gates: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor | None, valid: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""One GRU layer over all time steps: :func:`gru_cell_step` at every step, in a plain loop.
+
+    With a validity mask :math:`m_t \in \{0, 1\}` (1 at a real step, 0 at padding), a padded step keeps the
+    state and outputs zero, as with torch's ``pack_padded_sequence``:
+
+    .. math:: h_t = m_t h' + (1 - m_t) h_{t-1}, \qquad o_t = m_t h'
+
+    Returns ``(output, h_n, reset, update)``. Shapes: ``input_gates`` ``(B, T, 3H)`` (:math:`W_{ih} x_t +
+    b_{ih}` for every step), ``h0`` ``(B, H)``, ``weight_hh`` ``(3H, H)``, ``bias_hh`` ``(3H,)`` or None,
+    ``valid`` ``(B, T)`` boolean or None; ``output``, ``reset`` and ``update`` ``(B, T, H)``, ``h_n``
+    ``(B, H)``. The gates are for inspection, detached from the graph (as the fast path's).
+    :func:`minipt.fast.gru_sequence` is the same with its backward pass derived by hand.
+    """
+    h = h0  # (B, H)
+    outputs, resets, updates = [], [], []
+    for t in range(input_gates.shape[1]):
+        new_h, reset, update = gru_cell_step(input_gates[:, t], h, weight_hh, bias_hh)  # (B, H) each
+        if valid is None:
+            h = new_h
+        else:
+            m = valid[:, t].unsqueeze(1).to(h.dtype)  # (B, 1)
+            new_h, h = m * new_h, m * new_h + (1.0 - m) * h
+        outputs.append(new_h)
+        resets.append(reset)
+        updates.append(update)
+    # stacked time-major, then viewed batch-first: the memory layout of minipt.fast.gru_sequence's outputs, so
+    # that a dropout mask drawn on them later lands on the same entries on both paths
+    output, reset, update = (torch.stack(steps).transpose(0, 1) for steps in (outputs, resets, updates))
+    return output, h, reset.detach(), update.detach()  # (B, T, H), (B, H); the gates for inspection only
 
 
 def _gru_uniform_(module: nn.Module, hidden_size: int) -> None:
@@ -456,10 +564,11 @@ class GRU(nn.Module):
 
     .. math:: h_t^{(k)} = \operatorname{GRUCell}^{(k)}\bigl(h_t^{(k-1)}, h_{t-1}^{(k)}\bigr)
 
-    For speed, the input projections :math:`W_{ih} x_t + b_{ih}` of all time steps are one matmul before the
-    loop, and the loop itself runs in :func:`minipt.backward.gru_sequence`, whose backward pass is derived by
-    hand (it is tested against :func:`gru_cell_step` run step by step). In training mode, dropout with
-    probability ``dropout`` acts on the outputs of every layer except the last, as in torch.
+    The input projections :math:`W_{ih} x_t + b_{ih}` of all time steps are one matmul before the loop over
+    time, :func:`gru_sequence`, a plain loop over :func:`gru_cell_step`. With ``fast=True`` that loop runs in
+    :func:`minipt.fast.gru_sequence` instead, whose backward pass through time is derived by hand (tested
+    equal). Training and evaluation take the same path. In training mode, dropout with probability
+    ``dropout`` acts on the outputs of every layer except the last, as in torch.
 
     Parameters per layer ``k``: ``weight_ih_l{k}`` ``(3H, in)``, ``weight_hh_l{k}`` ``(3H, H)``,
     ``bias_ih_l{k}``, ``bias_hh_l{k}`` ``(3H,)`` (gate order r, z, n).
@@ -485,6 +594,7 @@ class GRU(nn.Module):
         bias: bool = True,
         batch_first: bool = True,
         dropout: float = 0.0,
+        fast: bool = False,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -497,6 +607,7 @@ class GRU(nn.Module):
         self.bias = bias
         self.batch_first = batch_first
         self.dropout = dropout
+        self.fast = fast
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else hidden_size
             self.register_parameter(
@@ -532,6 +643,20 @@ class GRU(nn.Module):
         steps = torch.arange(T, device=device)  # (T,)
         return steps.unsqueeze(0) < lengths.to(device).unsqueeze(1)  # (B, T)
 
+    def _check_inputs(self, input: Tensor, hx: Tensor | None) -> None:
+        """``input`` ``(B, T, input_size)`` (time first without ``batch_first``), ``hx`` ``(layers, B, H)``."""
+        if input.dim() != 3 or input.shape[-1] != self.input_size:
+            raise LayerInputError(
+                f"GRU: input must be 3-D with last dim input_size={self.input_size}, got {tuple(input.shape)}"
+            )
+        B = input.shape[0] if self.batch_first else input.shape[1]
+        if hx is not None and hx.shape != (self.num_layers, B, self.hidden_size):
+            raise LayerInputError(
+                "GRU: hx must be (num_layers, batch, hidden_size) = "
+                f"({self.num_layers}, {B}, {self.hidden_size}), "
+                f"got {tuple(hx.shape)}"
+            )
+
     def forward(
         self,
         input: Tensor,
@@ -539,22 +664,13 @@ class GRU(nn.Module):
         lengths: Tensor | None = None,
         return_gates: bool = False,
     ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, GRUGates]:
-        if input.dim() != 3 or input.shape[-1] != self.input_size:
-            raise LayerInputError(
-                f"GRU: input must be 3-D with last dim input_size={self.input_size}, got {tuple(input.shape)}"
-            )
+        self._check_inputs(input, hx)
         if not self.batch_first:
             input = input.transpose(0, 1)  # (T, B, in) -> (B, T, in)
         B, T, _ = input.shape
         if hx is None:
             hx = input.new_zeros(self.num_layers, B, self.hidden_size)
-        elif hx.shape != (self.num_layers, B, self.hidden_size):
-            raise LayerInputError(
-                "GRU: hx must be (num_layers, batch, hidden_size) = "
-                f"({self.num_layers}, {B}, {self.hidden_size}), "
-                f"got {tuple(hx.shape)}"
-            )
-        valid = None if lengths is None else self._valid_steps(lengths, B, T, input.device)
+        valid = None if lengths is None else self._valid_steps(lengths, B, T, input.device)  # (B, T)
 
         layer_input = input  # (B, T, in)
         final_states, reset_gates, update_gates = [], [], []
@@ -562,9 +678,11 @@ class GRU(nn.Module):
             weight_ih, weight_hh, bias_ih, bias_hh = self.layer_parameters(layer)
             # W_ih x_t + b_ih for all steps in one matmul, then the recurrence
             input_gates = nn.functional.linear(layer_input, weight_ih, bias_ih)  # (B, T, 3H)
-            output, last_state, reset, update = gru_sequence(
-                input_gates, hx[layer], weight_hh, bias_hh, valid
-            )  # (B, T, H), (B, H), (B, T, H), (B, T, H)
+            # output, reset, update (B, T, H); last_state (B, H)
+            if self.fast:  # the same loop with its backward pass through time derived by hand (minipt/fast.py)
+                output, last_state, reset, update = fast.gru_sequence(input_gates, hx[layer], weight_hh, bias_hh, valid)
+            else:  # the equations step by step: a plain loop over gru_cell_step
+                output, last_state, reset, update = gru_sequence(input_gates, hx[layer], weight_hh, bias_hh, valid)
             final_states.append(last_state)  # (B, H)
             reset_gates.append(reset)
             update_gates.append(update)

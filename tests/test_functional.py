@@ -1,9 +1,9 @@
 """minipt.functional against torch's built-ins, with gradcheck, and its documented edge cases.
 
 Every function must equal its ``torch.nn.functional`` namesake over random inputs of several shapes, every
-option, in float64 (1e-9) and float32 (1e-5). Several functions have a fast path with a hand-derived backward
-pass (taken when autograd records) and a readable one (taken under ``torch.no_grad()`` or, for attention, with
-``return_weights=True``); the equivalence tests run both.
+option, in float64 (1e-9) and float32 (1e-5). minipt.functional is the readable formulas only: the same code
+runs with and without autograd recording, and it imports nothing from the rest of minipt (checked below). The
+fast paths of minipt/fast.py are tested against these formulas in tests/test_fast.py.
 
 Edge cases with a defined result (documented in minipt/functional.py):
 
@@ -20,7 +20,8 @@ is not supported.
 
 from __future__ import annotations
 
-import contextlib
+import ast
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,11 +37,6 @@ DTYPES = [torch.float64, torch.float32]
 def random(*shape, dtype=torch.float64, seed=0, scale=1.0):
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=generator, dtype=dtype) * scale
-
-
-def grad_mode(path: str):
-    """``"fast"``: autograd records (the fused backward paths run); ``"readable"``: under no_grad."""
-    return contextlib.nullcontext() if path == "fast" else torch.no_grad()
 
 
 def gradients(output, inputs):
@@ -192,17 +188,11 @@ MASK_CASES = {
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("L, S", [(4, 4), (3, 5), (5, 2)])
 @pytest.mark.parametrize("case", list(MASK_CASES))
-@pytest.mark.parametrize("path", ["fast", "readable"])
-def test_attention_matches_torch(case, L, S, dtype, path):
+def test_attention_matches_torch(case, L, S, dtype):
     query, key, value = attention_inputs((2, 3), L, S, E=4, Ev=6, dtype=dtype)  # extra batch dims (B, H)
     options = MASK_CASES[case](L, S, dtype)
-
-    def mine(*qkv):
-        if path == "fast":
-            return MF.scaled_dot_product_attention(*qkv, **options)
-        return MF.scaled_dot_product_attention(*qkv, **options, return_weights=True)[0]
-
-    ours, theirs = mine(query, key, value), F.scaled_dot_product_attention(query, key, value, **options)
+    ours = MF.scaled_dot_product_attention(query, key, value, **options)
+    theirs = F.scaled_dot_product_attention(query, key, value, **options)
     assert ours.shape == (2, 3, L, 6)
     assert_close(ours, theirs, **TOLERANCE[dtype])
     inputs = (query, key, value)
@@ -228,21 +218,14 @@ def test_attention_weights_are_the_softmax_of_scaled_scores_plus_mask(case):
     assert_close(output, expected @ value, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("path", ["fast", "readable"])
-def test_attention_gradcheck_with_a_causal_mask(path):
+def test_attention_gradcheck_with_a_causal_mask():
     query, key, value = attention_inputs((2,), 4, 4, E=3, Ev=2, dtype=torch.float64)
-    if path == "fast":
-        function = lambda q, k, v: MF.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
-    else:
-        function = lambda q, k, v: MF.scaled_dot_product_attention(  # noqa: E731
-            q, k, v, is_causal=True, return_weights=True
-        )[0]
+    function = lambda q, k, v: MF.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
     assert torch.autograd.gradcheck(function, (query, key, value))
 
 
 @pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float64])
-@pytest.mark.parametrize("path", ["fast", "readable"])
-def test_fully_masked_attention_row_is_zero_with_finite_gradients(mask_dtype, path):
+def test_fully_masked_attention_row_is_zero_with_finite_gradients(mask_dtype):
     # Query 1 may attend to no key. The softmax formula alone gives 0/0 = nan there (so does
     # torch.nn.MultiheadAttention); minipt gives zero weights and a zero output, as torch 2.13's
     # F.scaled_dot_product_attention does.
@@ -252,11 +235,8 @@ def test_fully_masked_attention_row_is_zero_with_finite_gradients(mask_dtype, pa
     minus_infinity = torch.zeros(3, 4, dtype=torch.float64).masked_fill(~allowed, float("-inf"))
     mask = allowed if mask_dtype == torch.bool else minus_infinity
     assert torch.isnan(torch.softmax(query @ key.T + minus_infinity, dim=-1)[1]).all()
-    if path == "fast":
-        output = MF.scaled_dot_product_attention(query, key, value, attn_mask=mask)
-    else:
-        output, weights = MF.scaled_dot_product_attention(query, key, value, attn_mask=mask, return_weights=True)
-        assert torch.equal(weights[1], torch.zeros(4, dtype=torch.float64))
+    output, weights = MF.scaled_dot_product_attention(query, key, value, attn_mask=mask, return_weights=True)
+    assert torch.equal(weights[1], torch.zeros(4, dtype=torch.float64))
     assert torch.equal(output[1], torch.zeros(3, dtype=torch.float64))
     expected_rows = F.scaled_dot_product_attention(query, key, value)[[0, 2]]  # the other rows are unaffected
     assert_close(output[[0, 2]], expected_rows, atol=1e-12, rtol=0)
@@ -283,18 +263,17 @@ def test_attention_with_an_empty_batch():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("normalized_shape", [(6,), (3, 6)])
 @pytest.mark.parametrize("affine", ["none", "weight", "bias", "both"])
-@pytest.mark.parametrize("path", ["fast", "readable"])
-def test_layer_norm_matches_torch(affine, normalized_shape, dtype, path):
+def test_layer_norm_matches_torch(affine, normalized_shape, dtype):
     x = random(2, 4, *normalized_shape, dtype=dtype, scale=3.0).requires_grad_()
     weight = random(*normalized_shape, dtype=dtype, seed=1).requires_grad_() if affine in ("weight", "both") else None
     bias = random(*normalized_shape, dtype=dtype, seed=2).requires_grad_() if affine in ("bias", "both") else None
-    with grad_mode(path):
-        mine = MF.layer_norm(x, normalized_shape, weight, bias, eps=1e-4)
+    mine = MF.layer_norm(x, normalized_shape, weight, bias, eps=1e-4)
     theirs = F.layer_norm(x, normalized_shape, weight, bias, eps=1e-4)
     assert_close(mine, theirs, **TOLERANCE[dtype])
-    if path == "fast":
-        inputs = [t for t in (x, weight, bias) if t is not None]
-        assert_close(gradients(mine, inputs), gradients(theirs, inputs), **TOLERANCE[dtype])
+    inputs = [t for t in (x, weight, bias) if t is not None]
+    assert_close(gradients(mine, inputs), gradients(theirs, inputs), **TOLERANCE[dtype])
+    with torch.no_grad():  # the same code runs without autograd: the same bits
+        assert torch.equal(MF.layer_norm(x, normalized_shape, weight, bias, eps=1e-4), mine)
 
 
 def test_layer_norm_accepts_an_int_normalized_shape_and_rejects_a_mismatch():
@@ -321,15 +300,14 @@ def test_layer_norm_of_an_empty_batch():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
-@pytest.mark.parametrize("path", ["fast", "readable"])
-def test_gelu_matches_torch(approximate, dtype, path):
+def test_gelu_matches_torch(approximate, dtype):
     x = random(3, 50, dtype=dtype, scale=3.0).requires_grad_()
-    with grad_mode(path):
-        mine = MF.gelu(x, approximate=approximate)
+    mine = MF.gelu(x, approximate=approximate)
     theirs = F.gelu(x, approximate=approximate)
     assert_close(mine, theirs, **TOLERANCE[dtype])
-    if path == "fast":
-        assert_close(gradients(mine, x), gradients(theirs, x), **TOLERANCE[dtype])
+    assert_close(gradients(mine, x), gradients(theirs, x), **TOLERANCE[dtype])
+    with torch.no_grad():  # the same code runs without autograd: the same bits
+        assert torch.equal(MF.gelu(x, approximate=approximate), mine)
 
 
 def test_gelu_rejects_an_unknown_form():
@@ -378,3 +356,20 @@ def test_dropout_extremes_and_reproducibility():
     assert torch.equal(first, second)
     with pytest.raises(ValueError, match="dropout probability"):
         MF.dropout(x, p=1.5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The lowest layer
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_functional_imports_nothing_from_minipt():
+    # functional.py is the readable formulas and nothing else: the fast paths build on it, never the reverse
+    source = Path(MF.__file__).read_text(encoding="utf-8")
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add("." if node.level else node.module.split(".")[0])
+    assert imported <= {"__future__", "math", "torch"}, imported

@@ -1,8 +1,8 @@
-"""minipt.nn and minipt.backward against torch.nn, against the readable formulas, and worked by hand.
+"""minipt.nn against torch.nn, and worked by hand.
 
 Equivalence: each layer loads its torch twin's state_dict and must give the same outputs (float32, 1e-5) and
-the same gradients for the input and every parameter (float64, 1e-9). The fast autograd Functions of
-minipt/backward.py are checked against the readable formulas and with gradcheck.
+the same gradients for the input and every parameter (float64, 1e-9). The layers run their readable path here
+(``fast=False``, the default); tests/test_fast.py checks that ``fast=True`` gives the same values and gradients.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from minipt import backward
-from minipt import functional as MF
 from minipt import nn as mnn
 
 FLOAT32 = dict(atol=1e-5, rtol=1e-5)
@@ -153,7 +151,7 @@ def test_multihead_attention_matches_torch(name, make_kwargs, self_attention, ba
         actual, actual_weights = mine(query, key, value, average_attn_weights=average, **kwargs)
         assert_close(actual, expected, **FLOAT32)
         assert_close(actual_weights, expected_weights, **FLOAT32)
-    # need_weights=False goes through the fast attention path; same output, no weights
+    # need_weights=False: the same output, no weights
     actual, no_weights = mine(query, key, value, need_weights=False, **kwargs)
     assert no_weights is None
     assert_close(actual, expected, **FLOAT32)
@@ -386,17 +384,17 @@ def test_gru_returns_the_gates_of_every_layer():
     torch.manual_seed(0)
     gru = mnn.GRU(3, 4, num_layers=2).eval()
     x = torch.randn(2, 5, 3)
-    output, _, gates = gru(x, return_gates=True)
+    _, _, gates = gru(x, return_gates=True)
     assert len(gates.reset) == len(gates.update) == 2
-    # recompute layer 0's gates step by step with the readable formula
+    assert all(g.shape == (2, 5, 4) for g in gates.reset + gates.update)
+    assert all(((g > 0) & (g < 1)).all() for g in gates.reset + gates.update)  # sigmoids
+    # the first step of layer 0 from h = 0 with the cell's formula, and its update gate at work:
+    # h_1 = (1 - z) n + z * 0 = (1 - z) n
     weight_ih, weight_hh, bias_ih, bias_hh = gru.layer_parameters(0)
-    h = torch.zeros(2, 4)
-    for t in range(5):
-        h, reset, update = mnn.gru_cell_step(F.linear(x[:, t], weight_ih, bias_ih), h, weight_hh, bias_hh)
-        assert_close(gates.reset[0][:, t], reset, **FLOAT32)
-        assert_close(gates.update[0][:, t], update, **FLOAT32)
-    assert gates.reset[1].shape == gates.update[1].shape == (2, 5, 4)
-    assert ((gates.update[1] > 0) & (gates.update[1] < 1)).all()  # sigmoids
+    h_1, reset, update = mnn.gru_cell_step(F.linear(x[:, 0], weight_ih, bias_ih), torch.zeros(2, 4), weight_hh, bias_hh)
+    assert_close(gates.reset[0][:, 0], reset, **FLOAT32)
+    assert_close(gates.update[0][:, 0], update, **FLOAT32)
+    assert_close(gru(x[:, :1])[1][0], h_1, **FLOAT32)  # h_n of layer 0 after one step
 
 
 def test_gru_dropout_acts_between_layers_only_in_training():
@@ -420,159 +418,3 @@ def test_gru_rejects_bad_input():
         gru(torch.randn(2, 5, 3), torch.zeros(1, 2, 4))
     with pytest.raises(mnn.LayerInputError, match="lengths"):
         gru(torch.randn(2, 5, 3), lengths=torch.tensor([6, 2]))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# minipt.backward: the fast paths against the readable formulas
-# ----------------------------------------------------------------------------------------------------------
-
-
-def readable_gru_layer(input_gates, h0, weight_hh, bias_hh, valid):
-    """The GRU layer as a plain loop over gru_cell_step, differentiated by autograd."""
-    h, outputs = h0, []
-    for t in range(input_gates.shape[1]):
-        new_h, _, _ = mnn.gru_cell_step(input_gates[:, t], h, weight_hh, bias_hh)
-        keep = valid[:, t : t + 1].to(h.dtype)
-        outputs.append(new_h * keep)
-        h = keep * new_h + (1 - keep) * h
-    return torch.stack(outputs, dim=1), h
-
-
-@pytest.mark.parametrize("with_bias", [True, False])
-def test_gru_sequence_matches_the_readable_loop(with_bias):
-    torch.manual_seed(0)
-    B_, T, H = 3, 4, 2
-    double = dict(dtype=torch.float64, requires_grad=True)
-    input_gates, h0 = torch.randn(B_, T, 3 * H, **double), torch.randn(B_, H, **double)
-    weight_hh = torch.randn(3 * H, H, **double)
-    bias_hh = torch.randn(3 * H, **double) if with_bias else None
-    valid = torch.arange(T) < torch.tensor([[4], [1], [3]])  # (B, T)
-    leaves = [input_gates, h0, weight_hh] + ([bias_hh] if with_bias else [])
-
-    output, h_n, _, _ = backward.gru_sequence(input_gates, h0, weight_hh, bias_hh, valid)
-    expected_output, expected_h_n = readable_gru_layer(input_gates, h0, weight_hh, bias_hh, valid)
-    assert_close(output, expected_output, **FLOAT64)
-    assert_close(h_n, expected_h_n, **FLOAT64)
-    actual = gradients(torch.cat([output.flatten(), h_n.flatten()]), leaves)
-    expected = gradients(torch.cat([expected_output.flatten(), expected_h_n.flatten()]), leaves)
-    for a, e in zip(actual, expected, strict=True):
-        assert_close(a, e, **FLOAT64)
-
-    def differentiable_outputs(input_gates, h0, weight_hh, *bias):
-        return backward.gru_sequence(input_gates, h0, weight_hh, bias[0] if bias else None, valid)[:2]
-
-    assert torch.autograd.gradcheck(differentiable_outputs, tuple(leaves))
-
-
-def readable_attention(query, key, value, attn_mask=None, is_causal=False):
-    """functional's readable reference path (return_weights=True bypasses the fast Function)."""
-    return MF.scaled_dot_product_attention(
-        query, key, value, attn_mask, is_causal=is_causal, return_weights=True
-    )[0]
-
-
-@pytest.mark.parametrize(
-    "mask_kind", ["none", "causal", "bool", "float", "float + causal", "dead rows", "broadcast key"]
-)
-def test_fast_attention_matches_the_readable_formula(mask_kind):
-    torch.manual_seed(0)
-    double = dict(dtype=torch.float64, requires_grad=True)
-    query, key, value = (torch.randn(2, 3, 4, 5, **double) for _ in range(3))
-    attn_mask, is_causal = None, False
-    if mask_kind in ("causal", "float + causal"):
-        is_causal = True
-    if mask_kind == "bool":
-        attn_mask = torch.rand(4, 4) > 0.3  # True = may attend (SDPA's convention)
-        attn_mask[:, 0] = True
-    if mask_kind in ("float", "float + causal"):
-        attn_mask = torch.randn(2, 1, 4, 4, **double)  # a learnable additive bias gets its gradient too
-    if mask_kind == "dead rows":
-        attn_mask = torch.ones(2, 3, 4, 4, dtype=torch.bool)
-        attn_mask[0, 1, 2] = False  # query 2 of batch 0, head 1 may look nowhere -> output 0, no nan
-    if mask_kind == "broadcast key":
-        key = torch.randn(1, 3, 4, 5, **double)  # one key set shared by the batch
-    leaves = [query, key, value] + (
-        [attn_mask] if attn_mask is not None and attn_mask.is_floating_point() else []
-    )
-
-    fast = MF.scaled_dot_product_attention(query, key, value, attn_mask, is_causal=is_causal)
-    reference = readable_attention(query, key, value, attn_mask, is_causal)
-    assert_close(fast, reference, **FLOAT64)
-    for a, e in zip(gradients(fast, leaves), gradients(reference, leaves), strict=True):
-        assert_close(a, e, **FLOAT64)
-    if mask_kind == "dead rows":
-        assert torch.equal(fast[0, 1, 2], torch.zeros(5, dtype=torch.float64))
-    if mask_kind not in ("dead rows", "float + causal"):
-        # torch gives nan on dead rows (minipt gives 0 on purpose) and refuses a mask together with is_causal
-        assert_close(fast, F.scaled_dot_product_attention(query, key, value, attn_mask, is_causal=is_causal))
-
-
-def test_fast_attention_dropout_matches_the_readable_formula():
-    torch.manual_seed(0)
-    double = dict(dtype=torch.float64, requires_grad=True)
-    query, key, value = (torch.randn(2, 3, 4, 5, **double) for _ in range(3))
-    leaves = [query, key, value]
-    # the same generator seed -> the same dropout draws in both paths
-    fast = MF.scaled_dot_product_attention(
-        query, key, value, dropout_p=0.4, is_causal=True, generator=torch.Generator().manual_seed(7)
-    )
-    reference, weights = MF.scaled_dot_product_attention(
-        query,
-        key,
-        value,
-        dropout_p=0.4,
-        is_causal=True,
-        generator=torch.Generator().manual_seed(7),
-        return_weights=True,
-    )
-    assert (weights == 0).any() and (weights.tril() == 0).any()  # some allowed weights were dropped
-    assert_close(fast, reference, **FLOAT64)
-    for a, e in zip(gradients(fast, leaves), gradients(reference, leaves), strict=True):
-        assert_close(a, e, **FLOAT64)
-
-
-@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
-def test_fast_attention_gradcheck(dropout_p):
-    torch.manual_seed(0)
-    double = dict(dtype=torch.float64, requires_grad=True)
-    query, key, value = (torch.randn(2, 3, 4, **double) for _ in range(3))
-    bias = torch.randn(3, 3, **double)
-    blocked = torch.tensor([[False, True, True], [False, False, True], [True, True, True]])  # last row dead
-
-    def fast(q, k, v, m):  # a fresh generator each call: gradcheck needs the same dropout draws every time
-        generator = torch.Generator().manual_seed(3)
-        return backward.attention(q, k, v, m, blocked, 0.5, dropout_p, generator)
-
-    assert torch.autograd.gradcheck(fast, (query, key, value, bias))
-
-
-@pytest.mark.parametrize("affine", [True, False])
-def test_fast_layer_norm_matches_the_readable_formula(affine):
-    torch.manual_seed(0)
-    x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True) * 3 + 1
-    weight = torch.randn(4, 6, dtype=torch.float64, requires_grad=True) if affine else None
-    bias = torch.randn(4, 6, dtype=torch.float64, requires_grad=True) if affine else None
-    with torch.no_grad():  # no autograd recording -> functional.layer_norm runs its readable lines
-        reference = MF.layer_norm(x, (4, 6), weight, bias)
-    assert_close(backward.layer_norm(x, weight, bias, 2, 1e-5), reference, **FLOAT64)
-    x = x.detach().requires_grad_()
-
-    def fused(x, *affine_parameters):
-        weight, bias = affine_parameters if affine else (None, None)
-        return backward.layer_norm(x, weight, bias, 2, 1e-5)
-
-    assert torch.autograd.gradcheck(fused, (x, weight, bias) if affine else (x,))
-
-
-@pytest.mark.parametrize("approximate", ["none", "tanh"])
-def test_fast_gelu_matches_the_readable_formula(approximate):
-    torch.manual_seed(0)
-    x = (torch.randn(40, dtype=torch.float64) * 3).requires_grad_()
-    with torch.no_grad():  # no autograd recording -> functional.gelu runs its readable lines
-        reference = MF.gelu(x, approximate)
-    assert_close(backward.gelu(x, approximate), reference, **FLOAT64)
-    assert torch.autograd.gradcheck(lambda x: backward.gelu(x, approximate), (x,))
-    # and the derivative at 0 by hand: Phi(0) + 0 * phi(0) = 1/2 (tanh form: (1 + tanh 0) / 2 = 1/2)
-    zero = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    (slope,) = torch.autograd.grad(backward.gelu(zero, approximate).sum(), zero)
-    assert_close(slope, torch.tensor([0.5], dtype=torch.float64), **FLOAT64)

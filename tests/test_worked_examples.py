@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from minipt import fast
 from minipt import functional as MF
 from minipt.optim import SGD, AdamW, slanted_triangular, warmup_cosine
 
@@ -183,15 +184,18 @@ def test_slanted_triangular_at_chosen_steps():
     assert values == pytest.approx([0.25, 0.55, 1.0, 0.75, 0.25], abs=1e-12)
 
 
-@pytest.mark.parametrize("path", ["readable", "fast"])
-def test_gelu_at_a_few_points(path):
+@pytest.mark.parametrize("gelu", [MF.gelu, fast.gelu], ids=["readable", "fast"])
+def test_gelu_at_a_few_points(gelu):
     # exact: GELU(x) = x (1 + erf(x / sqrt 2)) / 2;  erf(1 / sqrt 2) = erf(0.707107) = 0.682689
     #   GELU(0) = 0;  GELU(1) = (1 + 0.682689) / 2 = 0.841345;  GELU(-1) = -(1 - 0.682689) / 2 = -0.158655
     # tanh form at 1: sqrt(2/pi) (1 + 0.044715) = 0.797885 * 1.044715 = 0.833562; tanh = 0.682384
     #   GELU(1) ~ (1 + 0.682384) / 2 = 0.841192
-    x = tensor(0.0, 1.0, -1.0).requires_grad_(path == "fast")
-    assert_close(MF.gelu(x), tensor(0.0, 0.841345, -0.158655), **SIX_DECIMALS)
-    assert MF.gelu(x, approximate="tanh")[1].item() == pytest.approx(0.841192, abs=1e-6)
+    x = tensor(0.0, 1.0, -1.0).requires_grad_()
+    assert_close(gelu(x), tensor(0.0, 0.841345, -0.158655), **SIX_DECIMALS)
+    assert gelu(x, approximate="tanh")[1].item() == pytest.approx(0.841192, abs=1e-6)
+    # the slope at 1: Phi(1) + 1 * phi(1) = 0.841345 + e^(-1/2) / sqrt(2 pi) = 0.841345 + 0.241971 = 1.083315
+    (slope,) = torch.autograd.grad(gelu(x)[1], x)
+    assert_close(slope, tensor(0.0, 1.083315, 0.0), **SIX_DECIMALS)
 
 
 def test_dropout_scales_the_survivors():
