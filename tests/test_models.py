@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minipt.finetune import freeze
 from minipt.models import GRULM, MODEL_CLASSES, ModelInputError, SequenceClassifier, TransformerLM, build_model
 from minipt.models.heads import first_token_pool, last_token_pool, mean_pool, pool
 from minipt.models.language_model import language_model_loss, next_token_probabilities
+from minipt.nn import set_fast
+from minipt.strategies import freeze
 
 try:  # the project's own optimizer once it exists; torch's is only a stand-in for this test file
     from minipt.optim import AdamW
@@ -398,7 +399,8 @@ def test_generate_respects_top_k(kind):
 @pytest.mark.parametrize("kind", CAUSAL)
 def test_frozen_modules_stay_in_eval_mode_after_generate(kind):
     model = make_model(kind).train()
-    freeze(model, 1)  # the embedding and layer 0 are frozen and put in eval mode
+    model.embedding.eval()  # as the training loop keeps frozen modules
+    model.layers[0].eval()
     model.generate(random_tokens(1, 2), 3, generator=torch.Generator().manual_seed(0))
     assert not model.embedding.training and not model.layers[0].training
     assert model.layers[1].training and model.training
@@ -425,7 +427,8 @@ def train_steps(model: nn.Module, tokens: torch.Tensor, steps: int, lr: float) -
 @pytest.mark.parametrize(("kind", "steps"), [("transformer", 100), ("gru", 200)])
 def test_overfits_a_64_token_batch(kind, steps):
     # The GRU must squeeze each sequence's history into its state, so it needs more steps to memorise.
-    model = make_model(kind, dropout=0.0)
+    # fast=True, as the training jobs run (the same numbers as the readable path, in less time).
+    model = make_model(kind, dropout=0.0, fast=True)
     tokens = random_tokens(4, 17)  # 4 x 16 = 64 next-token predictions
     losses = train_steps(model, tokens, steps=steps, lr=2e-2)
     assert losses[0] > 2.5  # about ln 20 = 3.0 at the start
@@ -508,3 +511,96 @@ def test_pooling_and_sampling_gradients_pass_gradcheck():
         assert torch.autograd.gradcheck(lambda h, f=pool_function: f(h, MASK), (features,))
     logits = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
     assert torch.autograd.gradcheck(lambda z: next_token_probabilities(z, temperature=0.5, top_k=3), (logits,))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The fast switch, the mask convention and the lower/upper split
+# --------------------------------------------------------------------------------------------------------
+
+PADDED = torch.tensor([[1] * 9, [1] * 6 + [0] * 3, [1] * 4 + [0] * 5])  # right padding, three lengths
+SAME = dict(atol=1e-10, rtol=1e-10)  # fast vs readable in float64
+
+
+def forward_and_gradients(model: nn.Module, idx: torch.Tensor, seed: int = 3):
+    """Logits, loss and every parameter's gradient of one training-style step (dropout draws fixed by seed)."""
+    model.zero_grad()
+    torch.manual_seed(seed)
+    logits, loss = model(idx, targets=idx.masked_fill(PADDED == 0, -100), attention_mask=PADDED)
+    loss.backward()
+    return [logits, loss, *(p.grad for p in model.parameters())]
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_fast_model_equals_the_readable_model(kind):
+    readable = make_model(kind).double()
+    fast = make_model(kind, fast=True).double()
+    assert fast.config["fast"] and not readable.config["fast"]
+    fast.load_state_dict(readable.state_dict())
+    idx = random_tokens(3, 9) * PADDED  # pad id 0 at the padded positions
+    for mode in ("train", "eval"):  # dropout 0.1 everywhere (the same draws on both paths), then off
+        getattr(readable, mode)(), getattr(fast, mode)()
+        expected, actual = forward_and_gradients(readable, idx), forward_and_gradients(fast, idx)
+        for a, e in zip(actual, expected, strict=True):
+            torch.testing.assert_close(a, e, **SAME)
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_models_are_readable_by_default_and_set_fast_switches_the_whole_model(kind):
+    model = make_model(kind)
+    switchable = [m for m in model.modules() if hasattr(m, "fast")]
+    assert switchable and not any(m.fast for m in switchable) and model.config["fast"] is False
+    classifier = SequenceClassifier(model, num_classes=2)
+    assert set_fast(classifier, True) is classifier
+    assert all(m.fast for m in switchable) and model.config["fast"] is True
+    rebuilt = build_model(model.architecture, **model.config)  # the config rebuilds the fast model
+    assert all(m.fast for m in rebuilt.modules() if hasattr(m, "fast"))
+    set_fast(model, False)
+    assert not any(m.fast for m in switchable) and model.config["fast"] is False
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_transformer_builds_one_additive_mask(causal):
+    model = make_transformer(causal=causal)
+    x = torch.zeros(3, 9, 32)
+    mask = model.layer_mask(PADDED, x)  # 0 = may attend, -inf = may not
+    assert mask.shape == ((3, 1, 9, 9) if causal else (3, 1, 1, 9)) and mask.dtype == x.dtype
+    assert set(mask.unique().tolist()) == {0.0, float("-inf")}
+    assert torch.equal(mask[1, 0, -1].isinf(), torch.arange(9) >= 6)  # the last query of row 1: padding keys
+    if causal:
+        assert torch.equal(mask[0, 0].isinf(), torch.ones(9, 9, dtype=torch.bool).triu(1))  # the future
+        assert torch.equal(model.layer_mask(None, x).isinf(), torch.ones(9, 9, dtype=torch.bool).triu(1))
+    else:
+        assert model.layer_mask(None, x) is None  # nothing to mask
+
+
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_upper_of_lower_layers_is_features_bit_for_bit(kind, fast):
+    model = make_model(kind, n_layers=3, fast=fast)  # dropout 0.1: train mode draws masks
+    idx = random_tokens(3, 9) * PADDED
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        torch.manual_seed(11)
+        expected = model.features(idx, PADDED)
+        for k in range(len(model.layers) + 1):
+            torch.manual_seed(11)  # the same draws, in the same order
+            hidden = model.lower_layers(idx, PADDED, k)
+            width = model.embedding.token.embedding_dim if k == 0 else model.hidden_size
+            assert hidden.shape == (3, 9, width)
+            assert torch.equal(model.upper_layers(hidden, PADDED, k), expected), (mode, k)
+    with pytest.raises(ModelInputError, match="k must be an integer"):
+        model.lower_layers(idx, PADDED, 4)
+    with pytest.raises(ModelInputError, match="attention_mask must have the shape"):
+        model.upper_layers(hidden, PADDED[:, :5], 1)
+
+
+def test_gru_upper_layers_drop_out_a_layers_input_only_when_that_layer_trains():
+    model = make_gru(n_layers=3, dropout=0.5).train()
+    idx = random_tokens(2, 6)
+    hidden = model.lower_layers(idx, None, 1)  # (B, T, H): layer 0's output, no dropout applied yet
+    model.layers[1].eval()  # frozen layers 1 and 2 (kept in eval by the training loop): no dropout before them
+    model.layers[2].eval()
+    expected = model.layers[2](model.layers[1](hidden)[0])[0]
+    assert torch.equal(model.upper_layers(hidden, None, 1), expected)  # although model.dropout is training
+    model.layers[1].train()
+    assert not torch.equal(model.upper_layers(hidden, None, 1), expected)  # layer 1's input is dropped out

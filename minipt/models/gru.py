@@ -18,6 +18,10 @@ Padding: the recurrence has no attention mask. With ``attention_mask`` (1 = real
 passes each sequence's length to the GRU, which then leaves the state unchanged on padded steps; this assumes
 **right padding** (real tokens first, padding at the end) and raises an error otherwise. Real positions
 never see padding anyway (it comes after them), and ``h_n`` is each sequence's state at its last real token.
+
+``fast=True`` runs every GRU layer's loop over time in :func:`minipt.fast.gru_sequence` (backward pass through
+time derived by hand); the default runs the readable loop over :func:`minipt.nn.gru_cell_step`. Both give the
+same values and gradients (``tests/test_models.py``).
 """
 
 from __future__ import annotations
@@ -73,6 +77,10 @@ class GRULM(LanguageModel):
 
     There is no final ``norm``. Initialisation: :mod:`minipt.models.init` (normal(0, 0.02) for the embedding
     and head, torch's uniform for the GRU layers).
+
+    Split for a frozen-feature cache: :meth:`lower_layers` (embedding and ``layers[:k]``) and
+    :meth:`upper_layers` (``layers[k:]``); ``features`` is their composition. ``fast`` (last argument): every
+    layer runs its fast path; stored in ``config``.
     """
 
     architecture = "gru"
@@ -86,6 +94,7 @@ class GRULM(LanguageModel):
         dropout: float = 0.1,
         tie_weights: bool = True,
         pad_id: int = 0,
+        fast: bool = False,
     ) -> None:
         super().__init__()
         check_positive("GRULM", vocab_size=vocab_size, d_embed=d_embed, hidden_size=hidden_size, n_layers=n_layers)
@@ -99,13 +108,14 @@ class GRULM(LanguageModel):
             "dropout": dropout,
             "tie_weights": tie_weights,
             "pad_id": pad_id,
+            "fast": fast,
         }
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size  # the size of `features`, which a classification head reads
 
         self.embedding = TokenEmbedding(vocab_size, d_embed, pad_id, dropout)
         self.layers = nn.ModuleList(
-            GRU(d_embed if layer == 0 else hidden_size, hidden_size, num_layers=1, batch_first=True)
+            GRU(d_embed if layer == 0 else hidden_size, hidden_size, num_layers=1, batch_first=True, fast=fast)
             for layer in range(n_layers)
         )
         self.dropout = nn.Dropout(dropout)  # between layers and before the head
@@ -160,29 +170,50 @@ class GRULM(LanguageModel):
             raise ModelInputError("GRULM: every sequence needs at least one real token (a row of attention_mask is 0)")
         return lengths
 
-    def _hidden_states(
-        self, idx: Tensor, attention_mask: Tensor | None
+    def _run_layers(
+        self, x: Tensor, attention_mask: Tensor | None, first: int, last: int
     ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
-        """Top layer's states ``(B, T, H)``, every layer's input/output, and each layer's reset and update gates."""
-        self._check_idx(idx)
-        lengths = self._lengths(attention_mask, idx)
-
-        x = self.embedding(idx)  # (B, T, d_embed)
-        hidden_states, reset_gates, update_gates = [x], [], []
-        for index, layer in enumerate(self.layers):
+        """Run ``layers[first:last]`` on ``x`` ``(B, T, d)``: the last output ``(B, T, H)``, and each layer's
+        output, reset gates and update gates (each ``(B, T, H)``)."""
+        lengths = self._lengths(attention_mask, x) if first < last else None  # (B,) or None
+        outputs, reset_gates, update_gates = [], [], []
+        for index in range(first, last):
+            layer = self.layers[index]
             # Dropout on a layer's input belongs to that layer: the embedding has its own, and a frozen layer
             # (kept in eval mode by the training loop) gets none, just as a frozen Transformer layer.
             layer_input = self.dropout(x) if index > 0 and layer.training else x
             x, _, gates = layer(layer_input, lengths=lengths, return_gates=True)  # x: (B, T, H)
-            hidden_states.append(x)
+            outputs.append(x)
             reset_gates.extend(gates.reset)  # one (B, T, H) per layer
             update_gates.extend(gates.update)
-        return x, hidden_states, reset_gates, update_gates
+        return x, outputs, reset_gates, update_gates
+
+    def _check_split(self, k: int) -> None:
+        if not isinstance(k, int) or not 0 <= k <= len(self.layers):
+            raise ModelInputError(f"GRULM: k must be an integer in [0, {len(self.layers)}], got {k!r}")
+
+    def lower_layers(self, idx: Tensor, attention_mask: Tensor | None, k: int) -> Tensor:
+        """The embedding and ``layers[:k]``: the states after layer ``k - 1``, ``(B, T, hidden_size)`` (the
+        embedding's output ``(B, T, d_embed)`` when ``k == 0``). ``upper_layers(lower_layers(idx, m, k), m, k)``
+        is ``features(idx, m)``, bit for bit, for every ``k`` in ``[0, n_layers]``."""
+        self._check_idx(idx)
+        self._check_attention_mask(attention_mask, idx)
+        self._check_split(k)
+        x = self.embedding(idx)  # (B, T, d_embed)
+        x, _, _, _ = self._run_layers(x, attention_mask, 0, k)
+        return x
+
+    def upper_layers(self, hidden: Tensor, attention_mask: Tensor | None, k: int) -> Tensor:
+        """``layers[k:]`` on the output of :meth:`lower_layers` (layer ``k``'s input dropout included): what
+        :meth:`features` returns, ``(B, T, hidden_size)``. ``attention_mask`` ``(B, T)`` or None."""
+        self._check_split(k)
+        self._check_attention_mask(attention_mask, hidden)
+        x, _, _, _ = self._run_layers(hidden, attention_mask, k, len(self.layers))
+        return x
 
     def features(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """The top GRU layer's states ``(B, T, hidden_size)`` (zero at padded steps): what a task head reads."""
-        features, _, _, _ = self._hidden_states(idx, attention_mask)
-        return features
+        return self.upper_layers(self.lower_layers(idx, attention_mask, 0), attention_mask, 0)
 
     def forward(
         self,
@@ -197,10 +228,14 @@ class GRULM(LanguageModel):
         ``return_intermediates=True`` adds a dict with ``hidden_states`` (the embedding output ``(B, T, d_embed)``,
         then each layer's output ``(B, T, H)``), ``reset_gates`` and ``update_gates`` (each layer's ``(B, T, H)``).
         """
-        features, hidden_states, reset_gates, update_gates = self._hidden_states(idx, attention_mask)
+        embedded = self.lower_layers(idx, attention_mask, 0)  # (B, T, d_embed)
+        features, outputs, reset_gates, update_gates = self._run_layers(
+            embedded, attention_mask, 0, len(self.layers)
+        )  # (B, T, H), then per layer
         logits = self.lm_head(self.dropout(features))  # (B, T, vocab_size)
         loss = None if targets is None else language_model_loss(logits, targets)
         if return_intermediates:
+            hidden_states = [embedded, *outputs]
             intermediates = {"hidden_states": hidden_states, "reset_gates": reset_gates, "update_gates": update_gates}
             return logits, loss, intermediates
         return logits, loss

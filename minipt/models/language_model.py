@@ -142,10 +142,11 @@ class LanguageModel(nn.Module):
             raise ModelInputError(f"{name}: token id {bad} is outside the vocabulary [0, {self.vocab_size})")
 
     def _check_attention_mask(self, attention_mask: Tensor | None, idx: Tensor) -> None:
-        """``attention_mask`` must have the shape of ``idx`` (1 = real token, 0 = padding)."""
-        if attention_mask is not None and attention_mask.shape != idx.shape:
+        """``attention_mask`` (1 = real token, 0 = padding) must have the shape ``(B, T)`` of ``idx``; ``idx``
+        may also be hidden states ``(B, T, C)``."""
+        if attention_mask is not None and attention_mask.shape != idx.shape[:2]:
             raise ModelInputError(
-                f"{type(self).__name__}: attention_mask must have the shape of idx {tuple(idx.shape)}, "
+                f"{type(self).__name__}: attention_mask must have the shape of idx {tuple(idx.shape[:2])}, "
                 f"got {tuple(attention_mask.shape)}"
             )
 

@@ -14,6 +14,9 @@ token ``v`` is the dot product of the final hidden state with ``v``'s own embedd
 ``causal=True``: position ``t`` attends to positions ``<= t`` only, so ``z_t`` can be trained to predict
 ``x_{t+1}`` (next-token pretraining). ``causal=False``: every position sees the whole sequence, for masked-LM
 pretraining (predict the masked tokens from both sides); such a model cannot ``generate``.
+
+``fast=True`` runs every layer's hand-derived fast path (:mod:`minipt.fast`); the default runs the readable
+formulas. Both give the same values and gradients (``tests/test_models.py``).
 """
 
 from __future__ import annotations
@@ -51,8 +54,23 @@ class TransformerLM(LanguageModel):
     * ``lm_head``: ``nn.Linear(d_model, vocab_size, bias=False)``, whose weight *is* ``embedding.token.weight``
       when ``tie_weights=True`` (so freezing ``embedding`` freezes the LM head too: it is the same tensor).
 
-    ``attention_mask`` ``(B, T)`` follows the Hugging Face convention, 1 = real token, 0 = padding; it becomes
-    the layers' ``src_key_padding_mask`` (True = ignore), so no position ever attends to a padding key.
+    Masks, one convention inside the model. ``attention_mask`` ``(B, T)`` follows the Hugging Face convention,
+    1 = real token, 0 = padding. Once per forward pass, :meth:`layer_mask` turns it and causality into one
+    *additive* mask :math:`M`, ``0`` where query ``i`` may attend to key ``j`` and ``-inf`` where it may not
+    (``j > i`` when causal, or ``j`` is padding):
+
+    .. math:: M_{b,i,j} = \begin{cases} -\infty & j > i \text{ (causal) or } x_{b,j} \text{ is padding} \\
+              0 & \text{otherwise} \end{cases}
+
+    shaped ``(T, T)`` (causal only), ``(B, 1, 1, T)`` (padding only) or ``(B, 1, T, T)`` (both), None when
+    nothing is masked. Every layer adds it to its attention scores as it is (``additive_mask=``, see
+    :mod:`minipt.nn`), readable and fast path alike: no layer converts it again. So no position ever attends
+    to a padding key.
+
+    Split for a frozen-feature cache: :meth:`lower_layers` (embedding and ``layers[:k]``) and
+    :meth:`upper_layers` (``layers[k:]`` and the final norm); ``features`` is their composition.
+
+    ``fast`` (last argument): every layer runs its fast path (:mod:`minipt.fast`); stored in ``config``.
     Initialisation: :mod:`minipt.models.init` (GPT-2's).
     """
 
@@ -70,32 +88,23 @@ class TransformerLM(LanguageModel):
         causal: bool = True,
         tie_weights: bool = True,
         pad_id: int = 0,
+        fast: bool = False,
     ) -> None:
         super().__init__()
-        check_positive(
-            "TransformerLM",
-            vocab_size=vocab_size,
-            d_model=d_model,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            d_ff=d_ff,
-            max_len=max_len,
-        )
+        sizes = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff)
+        check_positive("TransformerLM", **sizes, max_len=max_len)
         if d_model % n_heads != 0:
             raise ModelInputError(f"TransformerLM: d_model={d_model} must be divisible by n_heads={n_heads}")
         check_probability("TransformerLM", "dropout", dropout)
         check_pad_id("TransformerLM", pad_id, vocab_size)
         self.config = {
-            "vocab_size": vocab_size,
-            "d_model": d_model,
-            "n_layers": n_layers,
-            "n_heads": n_heads,
-            "d_ff": d_ff,
+            **sizes,
             "max_len": max_len,
             "dropout": dropout,
             "causal": causal,
             "tie_weights": tie_weights,
             "pad_id": pad_id,
+            "fast": fast,
         }
         self.vocab_size = vocab_size
         self.hidden_size = d_model  # the size of `features`, which a classification head reads
@@ -105,11 +114,11 @@ class TransformerLM(LanguageModel):
         self.embedding = TokenAndPositionEmbedding(vocab_size, d_model, max_len, pad_id, dropout)
         self.layers = nn.ModuleList(
             TransformerEncoderLayer(
-                d_model, n_heads, dim_feedforward=d_ff, dropout=dropout, activation="gelu", norm_first=True
+                d_model, n_heads, dim_feedforward=d_ff, dropout=dropout, activation="gelu", norm_first=True, fast=fast
             )
             for _ in range(n_layers)
         )
-        self.norm = LayerNorm(d_model)
+        self.norm = LayerNorm(d_model, fast=fast)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         self.init_weights()
         if tie_weights:
@@ -136,21 +145,8 @@ class TransformerLM(LanguageModel):
     # Forward
     # ------------------------------------------------------------------------------------------------
 
-    def _masks(self, idx: Tensor, attention_mask: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
-        """The layers' ``src_mask`` (causal, True = may NOT attend) and ``src_key_padding_mask``
-        (True = padding), each None when not needed."""
-        T = idx.shape[1]
-        causal_mask = None
-        if self.causal:
-            # (T, T): True above the diagonal, i.e. where key j lies in the future of query i (j > i)
-            causal_mask = torch.ones(T, T, dtype=torch.bool, device=idx.device).triu(diagonal=1)
-        padding_mask = None if attention_mask is None else attention_mask == 0  # (B, T), True = ignore
-        return causal_mask, padding_mask
-
-    def _hidden_states(
-        self, idx: Tensor, attention_mask: Tensor | None, need_weights: bool
-    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Final (normed) hidden states ``(B, T, d_model)``, every layer's input/output, and attention weights."""
+    def _check_inputs(self, idx: Tensor, attention_mask: Tensor | None) -> None:
+        """``idx`` ``(B, T)`` ids with ``T <= max_len``; ``attention_mask`` ``(B, T)`` or None."""
         self._check_idx(idx)
         self._check_attention_mask(attention_mask, idx)
         if idx.shape[1] > self.max_len:
@@ -158,30 +154,68 @@ class TransformerLM(LanguageModel):
                 f"TransformerLM: sequence length {idx.shape[1]} exceeds max_len={self.max_len} "
                 "(the number of learned positions)"
             )
-        causal_mask, padding_mask = self._masks(idx, attention_mask)
 
-        x = self.embedding(idx)  # (B, T, C)
-        hidden_states, attention_weights = [x], []
-        for layer in self.layers:
-            output = layer(
-                x,
-                src_mask=causal_mask,
-                src_key_padding_mask=padding_mask,
-                is_causal=self.causal,
-                need_weights=need_weights,
-            )
+    def layer_mask(self, attention_mask: Tensor | None, x: Tensor) -> Tensor | None:
+        """The one additive mask every layer of a forward pass adds to its attention scores (see the class
+        docstring): ``0`` = may attend, ``-inf`` = may not, in ``x``'s dtype; None when nothing is masked.
+
+        Shapes: ``attention_mask`` ``(B, T)`` (1 = real token) or None, ``x`` ``(B, T, C)``; output ``(T, T)``,
+        ``(B, 1, 1, T)`` or ``(B, 1, T, T)``, broadcastable to the scores ``(B, heads, T, T)``.
+        """
+        T = x.shape[1]
+        blocked = None  # True where query i may not attend to key j
+        if self.causal:
+            blocked = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(diagonal=1)  # (T, T): j > i
+        if attention_mask is not None:
+            padding = (attention_mask == 0)[:, None, None, :]  # (B, 1, 1, T): key j is padding
+            blocked = padding if blocked is None else blocked | padding  # (B, 1, T, T)
+        if blocked is None:
+            return None
+        return torch.zeros(blocked.shape, dtype=x.dtype, device=x.device).masked_fill_(blocked, float("-inf"))
+
+    def _run_layers(
+        self, x: Tensor, attention_mask: Tensor | None, layers: nn.ModuleList, need_weights: bool = False
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Run ``layers`` on ``x`` ``(B, T, C)`` with one mask converted here for all of them: the last output
+        ``(B, T, C)``, each layer's output and (``need_weights``) each layer's weights ``(B, heads, T, T)``."""
+        mask = self.layer_mask(attention_mask, x) if len(layers) > 0 else None  # once per forward pass
+        outputs, attention_weights = [], []
+        for layer in layers:
+            output = layer(x, need_weights=need_weights, additive_mask=mask)
             if need_weights:
                 x, weights = output  # (B, T, C), (B, heads, T, T)
                 attention_weights.append(weights)
             else:
                 x = output  # (B, T, C)
-            hidden_states.append(x)
-        return self.norm(x), hidden_states, attention_weights  # (B, T, C)
+            outputs.append(x)
+        return x, outputs, attention_weights
+
+    def _check_split(self, k: int) -> None:
+        if not isinstance(k, int) or not 0 <= k <= len(self.layers):
+            raise ModelInputError(f"TransformerLM: k must be an integer in [0, {len(self.layers)}], got {k!r}")
+
+    def lower_layers(self, idx: Tensor, attention_mask: Tensor | None, k: int) -> Tensor:
+        """The embedding and ``layers[:k]``: the hidden states ``(B, T, d_model)`` after layer ``k - 1`` (after
+        the embedding when ``k == 0``). ``upper_layers(lower_layers(idx, m, k), m, k)`` is ``features(idx, m)``,
+        bit for bit, for every ``k`` in ``[0, n_layers]``."""
+        self._check_inputs(idx, attention_mask)
+        self._check_split(k)
+        x = self.embedding(idx)  # (B, T, C)
+        x, _, _ = self._run_layers(x, attention_mask, self.layers[:k])
+        return x
+
+    def upper_layers(self, hidden: Tensor, attention_mask: Tensor | None, k: int) -> Tensor:
+        """``layers[k:]`` and the final norm on the output of :meth:`lower_layers`: what :meth:`features`
+        returns. Shapes: ``hidden`` ``(B, T, d_model)``, ``attention_mask`` ``(B, T)`` or None; output
+        ``(B, T, d_model)``."""
+        self._check_split(k)
+        self._check_attention_mask(attention_mask, hidden)
+        x, _, _ = self._run_layers(hidden, attention_mask, self.layers[k:])
+        return self.norm(x)  # (B, T, C)
 
     def features(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Final hidden states after the final layer norm, ``(B, T, d_model)``: what a task head reads."""
-        features, _, _ = self._hidden_states(idx, attention_mask, need_weights=False)
-        return features
+        return self.upper_layers(self.lower_layers(idx, attention_mask, 0), attention_mask, 0)
 
     def forward(
         self,
@@ -196,13 +230,16 @@ class TransformerLM(LanguageModel):
         ``return_intermediates=True`` adds a dict with ``hidden_states`` (the embedding output, then each
         layer's output, each ``(B, T, d_model)``) and ``attention_weights`` (each layer's ``(B, heads, T, T)``).
         """
-        features, hidden_states, attention_weights = self._hidden_states(
-            idx, attention_mask, need_weights=return_intermediates
-        )
+        if return_intermediates:  # the same pass, keeping what each layer produced
+            embedded = self.lower_layers(idx, attention_mask, 0)  # (B, T, C)
+            x, outputs, weights = self._run_layers(embedded, attention_mask, self.layers, need_weights=True)
+            features = self.norm(x)  # (B, T, C)
+        else:
+            features = self.features(idx, attention_mask)  # (B, T, C)
         logits = self.lm_head(features)  # (B, T, vocab_size)
         loss = None if targets is None else language_model_loss(logits, targets)
         if return_intermediates:
-            return logits, loss, {"hidden_states": hidden_states, "attention_weights": attention_weights}
+            return logits, loss, {"hidden_states": [embedded, *outputs], "attention_weights": weights}
         return logits, loss
 
     # ------------------------------------------------------------------------------------------------
