@@ -22,14 +22,14 @@ values and gradients (tested) in less time; the choice is one visible ``if self.
 
 Mask conventions, which learners often trip on, because torch itself is not consistent:
 
-==========================================  ===============  =======================================
-mask                                        ``True`` means   float mask
-==========================================  ===============  =======================================
-``MultiheadAttention(key_padding_mask=)``   ignore this key  added to the scores
-``MultiheadAttention(attn_mask=)``          NOT allowed      added to the scores
-``functional.scaled_dot_product_attention`` allowed          added to the scores
+===========================================  ===============  ==================================
+mask                                         ``True`` means   float mask
+===========================================  ===============  ==================================
+``MultiheadAttention(key_padding_mask=)``    ignore this key  added to the scores
+``MultiheadAttention(attn_mask=)``           NOT allowed      added to the scores
+``functional.scaled_dot_product_attention``  allowed          added to the scores
 ``additive_mask=`` (minipt's internal path)  (float only)     0 = may attend, ``-inf`` = blocked
-==========================================  ===============  =======================================
+===========================================  ===============  ==================================
 
 ``additive_mask`` is the one form a model converts its masks to, once per forward pass (see
 :class:`minipt.models.TransformerLM`): a float mask broadcastable to ``(B, heads, L, S)`` that the attention
