@@ -1,16 +1,8 @@
 r"""Checkpoints: atomic saves, weights-only loads and the random-number state a resumed run needs.
 
-A training run writes ``last.pt`` again and again. If the process dies (out of memory, Ctrl-C, a killed job)
-while ``torch.save`` is writing, a plain ``torch.save(state, "last.pt")`` leaves half a file, and the previous
-good checkpoint is already gone. :func:`save_checkpoint` never writes onto the final name; it writes a
-temporary file next to it and then *renames* it over the final name::
-
-    .last.pt.tmp-k3j9x   <- torch.save writes here, then flush + fsync (the bytes reach the disk)
-    last.pt              <- os.replace(temporary, "last.pt"): one atomic step
-
-``os.replace`` within one folder is atomic: anyone opening ``last.pt`` sees either the old file or the new
-one, never a mix. A save that dies halfway leaves only its temporary file behind, and the next save to the
-same path removes such leftovers (one writer per checkpoint path: a run owns its folder).
+A training run writes ``last.pt`` again and again; :func:`save_checkpoint` writes it with
+:func:`minipt.runs.write_atomic` (a temporary file renamed over the final name), so a process that dies while
+saving leaves the previous good checkpoint in place, never half a file.
 
 :func:`load_checkpoint` reads with ``torch.load(..., weights_only=True)``. A checkpoint is a pickle, and
 unpickling an untrusted pickle can run any code it names (``__reduce__`` may return ``os.system`` and a
@@ -18,92 +10,23 @@ command). Weights-only loading accepts only tensors, numbers, strings, lists, tu
 tampered file is refused instead of executed. Everything a checkpoint holds must therefore be made of those:
 model and optimizer ``state_dict()``\ s are, and :func:`rng_state` converts the random generators' states to them.
 
-Errors are :class:`CheckpointError` (a ``ValueError``) with a one-line message naming the file and the problem.
+Errors are :class:`~minipt.errors.MiniptError` with a one-line message naming the file and the problem.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import random
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
 
 import numpy as np
 import torch
 
-__all__ = [
-    "CheckpointError",
-    "save_checkpoint",
-    "write_json_atomic",
-    "load_checkpoint",
-    "rng_state",
-    "set_rng_state",
-]
+from minipt.errors import MiniptError
+from minipt.runs import write_atomic
 
-
-class CheckpointError(ValueError):
-    """A checkpoint (or RNG state) cannot be used; the one-line message names the file and the problem."""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Atomic writes
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _temporary_prefix(path: Path) -> str:
-    """Temporary files for ``run/last.pt`` are named ``run/.last.pt.tmp-XXXXXXXX`` (hidden, easy to spot)."""
-    return f".{path.name}.tmp-"
-
-
-def _remove_leftover_temporaries(path: Path) -> None:
-    """Delete temporary files that an interrupted earlier save of ``path`` left behind."""
-    for leftover in path.parent.glob(_temporary_prefix(path) + "*"):
-        leftover.unlink(missing_ok=True)
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Ask the OS to write the folder's entry list to disk, so the rename survives a power cut.
-
-    Opening a folder is not possible on every system (Windows refuses); the rename is still atomic there.
-    """
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass  # some file systems do not support fsync on a folder; the rename itself already happened
-    finally:
-        os.close(descriptor)
-
-
-def _write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it onto ``path``.
-
-    On any exception the temporary file is removed and the old ``path`` (if any) is left untouched.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise CheckpointError(f"{path}: cannot save, the folder {path.parent} does not exist")
-    _remove_leftover_temporaries(path)
-    temporary = None
-    try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=_temporary_prefix(path), delete=False) as file:
-            temporary = Path(file.name)
-            write(file)
-            file.flush()  # Python's buffer -> the OS
-            os.fsync(file.fileno())  # the OS's cache -> the disk
-        os.replace(temporary, path)  # atomic: readers see the old file or the new one
-    except BaseException:  # also on KeyboardInterrupt: never leave a half-written temporary file
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
@@ -114,14 +37,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     ``.{name}.tmp-*`` from an interrupted earlier save are removed first.
     """
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: a checkpoint must be a dict, got {type(state).__name__}")
-    _write_atomic(path, lambda file: torch.save(state, file))
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON (``config.json``, ``summary.json``) to ``path`` atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"  # fails before any file is touched
-    _write_atomic(path, lambda file: file.write(text.encode("utf-8")))
+        raise MiniptError(f"{path}: a checkpoint must be a dict, got {type(state).__name__}")
+    write_atomic(path, lambda file: torch.save(state, file))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -142,26 +59,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a checkpoint written by :func:`save_checkpoint`, refusing anything but plain data.
 
     Tensors are placed on ``map_location`` (default ``"cpu"``, so a GPU run's checkpoint loads anywhere).
-    Raises :class:`CheckpointError` for a missing file, a truncated or corrupt file, a file holding Python
+    Raises :class:`MiniptError` for a missing file, a truncated or corrupt file, a file holding Python
     objects that weights-only loading refuses (a tampered pickle that would run code), or one that does
     not hold a dict.
     """
     path = Path(path)
     if not path.is_file():
         problem = "is a folder, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
-        raise CheckpointError(f"{path}: {problem}")
+        raise MiniptError(f"{path}: {problem}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(
+        raise MiniptError(
             f"{path}: refused, the file holds objects that weights-only loading does not allow "
             f"(a checkpoint that could run code): {_unsafe_reason(error)}"
         ) from None
     except Exception as error:  # zip/pickle readers fail with RuntimeError, EOFError, KeyError, ... on damage
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt): {first_line}") from None
+        raise MiniptError(f"{path}: not a readable checkpoint (truncated or corrupt): {first_line}") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: a checkpoint must hold a dict, this one holds {type(state).__name__}")
+        raise MiniptError(f"{path}: a checkpoint must hold a dict, this one holds {type(state).__name__}")
     return state
 
 
@@ -215,7 +132,7 @@ def set_rng_state(state: dict) -> None:
     """
     for key in ("python", "numpy", "torch"):
         if key not in state:
-            raise CheckpointError(f"rng state: missing the {key!r} entry (expected a dict made by rng_state())")
+            raise MiniptError(f"rng state: missing the {key!r} entry (expected a dict made by rng_state())")
     python = state["python"]
     random.setstate((python["version"], tuple(python["internal_state"].tolist()), python["gauss_next"]))
     numpy = state["numpy"]

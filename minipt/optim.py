@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from minipt.errors import MiniptError
+
 __all__ = [
     "OptimizerConfigError",
     "AdamW",
@@ -38,8 +40,7 @@ __all__ = [
 ]
 
 
-class OptimizerConfigError(ValueError):
-    """A hyper-parameter of an optimiser or schedule is out of range (the message names it)."""
+OptimizerConfigError = MiniptError  # a hyper-parameter out of range: minipt's one error class, under this module's name
 
 
 def _check(condition: bool, message: str) -> None:

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
 import re
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from itertools import pairwise
 from pathlib import Path
+
+from minipt.runs import write_atomic
 
 __all__ = [
     "SPECIAL_TOKENS",
@@ -74,9 +74,7 @@ class _SpecialTokens:
         """Write the tokenizer as JSON, atomically (a temporary file renamed over ``path``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as f:
-            json.dump(self.to_dict(), f, ensure_ascii=False, indent=1)
-        os.replace(f.name, path)
+        write_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
 
 
 # ----------------------------------------------------------------------------------------------------------------

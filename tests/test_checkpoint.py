@@ -19,15 +19,10 @@ import pytest
 import torch
 from torch import nn
 
-from minipt.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    write_json_atomic,
-)
+from minipt.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from minipt.errors import MiniptError
 from minipt.optim import AdamW
+from minipt.runs import write_json
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -156,7 +151,7 @@ def test_set_rng_state_repeats_the_draws_made_after_capture(tmp_path, through_a_
 def test_set_rng_state_names_a_missing_entry():
     state = rng_state()
     del state["numpy"]
-    with pytest.raises(CheckpointError, match="rng state: missing the 'numpy' entry"):
+    with pytest.raises(MiniptError, match="rng state: missing the 'numpy' entry"):
         set_rng_state(state)
 
 
@@ -189,19 +184,19 @@ def test_a_save_removes_temporaries_left_by_an_interrupted_save(tmp_path):
 
 
 def test_save_checkpoint_refuses_a_missing_folder_and_a_non_dict(tmp_path):
-    with pytest.raises(CheckpointError, match=r"the folder .*nowhere does not exist"):
+    with pytest.raises(MiniptError, match=r"the folder .*nowhere does not exist"):
         save_checkpoint(tmp_path / "nowhere" / "last.pt", {"step": 1})
-    with pytest.raises(CheckpointError, match="a checkpoint must be a dict, got list"):
+    with pytest.raises(MiniptError, match="a checkpoint must be a dict, got list"):
         save_checkpoint(tmp_path / "last.pt", [1, 2])
 
 
-def test_write_json_atomic_writes_json_and_keeps_the_old_file_on_failure(tmp_path):
+def test_write_json_writes_json_and_keeps_the_old_file_on_failure(tmp_path):
     path = tmp_path / "config.json"
-    write_json_atomic(path, {"lr": 0.001, "layers": [2, 4], "name": "tiny"})
+    write_json(path, {"lr": 0.001, "layers": [2, 4], "name": "tiny"})
     assert json.loads(path.read_text()) == {"lr": 0.001, "layers": [2, 4], "name": "tiny"}
     assert path.read_text().endswith("}\n")
     with pytest.raises(TypeError):
-        write_json_atomic(path, {"tensor": torch.ones(2)})  # not JSON-serialisable
+        write_json(path, {"tensor": torch.ones(2)})  # not JSON-serialisable
     assert json.loads(path.read_text()) == {"lr": 0.001, "layers": [2, 4], "name": "tiny"}
     assert not temporaries(tmp_path, "config.json")
 
@@ -289,7 +284,7 @@ def test_a_writer_killed_mid_save_never_leaves_a_truncated_checkpoint(tmp_path):
 
 
 def assert_one_line_error(path: pathlib.Path, pattern: str) -> None:
-    with pytest.raises(CheckpointError, match=pattern) as caught:
+    with pytest.raises(MiniptError, match=pattern) as caught:
         load_checkpoint(path)
     message = str(caught.value)
     assert "\n" not in message and message.startswith(str(path))

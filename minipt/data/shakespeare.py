@@ -39,11 +39,11 @@ import importlib.util
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 from minipt.data.text import DataError, LabelledData, check_labelled
+from minipt.runs import write_atomic
 
 __all__ = [
     "Speech",
@@ -215,14 +215,6 @@ def _source_key(files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_json_atomic(path: Path, payload: list) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path`` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(payload, handle, ensure_ascii=False)
-    os.replace(handle.name, path)
-
-
 _loaded: dict[str, list[Speech]] = {}  # cache key -> speeches, so repeated calls in one process skip the disk
 
 
@@ -240,7 +232,9 @@ def speeches() -> list[Speech]:
         result = []
         for path in files:
             result += parse_play(path.read_text(encoding="utf-8"), play=path.stem, genre=path.parent.name)
-        _write_json_atomic(cache_file, result)
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        # several processes may build the cache at once: each writes its own temporary file, the last rename wins
+        write_atomic(cache_file, json.dumps(result, ensure_ascii=False), one_writer=False)
     _loaded[key] = result
     return result
 

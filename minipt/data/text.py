@@ -1,7 +1,8 @@
 """Reading the user's own data: a plain-text corpus, or a labelled file (CSV, TSV or JSONL).
 
-Every problem with a file raises :class:`DataError`, a ``ValueError`` whose message is one line that starts with
-the file's path and says what is wrong, e.g. ``reviews.csv: line 7: empty text``.
+Every problem with a file raises ``DataError`` (:class:`minipt.errors.MiniptError`, a ``ValueError``) whose
+message is one line that starts with the file's path and says what is wrong, e.g. ``reviews.csv: line 7: empty
+text``.
 
 A labelled file has one example per row: a text column and a label column (names chosen by the caller). When it
 also has a ``split`` column (values ``train``, ``validation``, ``test``) that split is used as given; otherwise the
@@ -18,6 +19,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from minipt.errors import MiniptError
+
 __all__ = ["DataError", "LabelledData", "read_text", "read_labelled", "SPLITS"]
 
 SPLITS = ("train", "validation", "test")
@@ -25,8 +28,7 @@ VALIDATION_FRACTION = 0.1
 TEST_FRACTION = 0.1
 
 
-class DataError(ValueError):
-    """Bad input data. The message is one line naming the file (or the field) and the problem."""
+DataError = MiniptError  # bad input data: minipt's one error class, under the name the data modules raise it by
 
 
 Example = tuple[str, str]  # (text, label name)

@@ -1,0 +1,22 @@
+"""minipt's errors: one class for every mistake a user can make, and one for a training run that failed.
+
+* :class:`MiniptError` (a ``ValueError``) — a bad setting, a missing or broken file, a run folder that cannot be
+  used. The message is one line that names the setting (as its ``--flag``), the file or the argument, and the
+  problem. ``minipt`` prints it and exits with status 2.
+* :class:`TrainingDivergedError` — the loss became NaN or infinite. Not the user's input but the run itself
+  failed, so ``minipt`` exits with status 1; the message names the step and the last good checkpoint.
+
+This is the lowest module of the package: it imports nothing.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MiniptError", "TrainingDivergedError"]
+
+
+class MiniptError(ValueError):
+    """A user mistake (setting, file, run folder); the one-line message names it and says what is wrong."""
+
+
+class TrainingDivergedError(MiniptError):
+    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""

@@ -1,0 +1,147 @@
+r"""A run is a folder: the new-folder check, ``config.json`` read and write, and the one atomic writer.
+
+Every job writes into a folder of its own::
+
+    runs/clm/
+        config.json      the settings and the model's constructor arguments (:func:`write_config`)
+        tokenizer.json   the tokenizer
+        best.pt last.pt  checkpoints (:mod:`minipt.checkpoint`)
+        metrics.jsonl    one line per evaluation
+        loss.png         the curves
+        summary.json     the outcome
+
+A new run never overwrites an old one (:func:`check_new_run_dir`), and a later command reads the run back through
+:func:`read_config`.
+
+Every file minipt writes goes through :func:`write_atomic`. A plain ``open(path, "w")`` that dies halfway (out of
+memory, Ctrl-C, a killed job) leaves half a file, and the previous good one is already gone. :func:`write_atomic`
+never writes onto the final name; it writes a temporary file next to it, then *renames* it over the final name::
+
+    .last.pt.tmp-k3j9x   <- the bytes are written here, then flush + fsync (they reach the disk)
+    last.pt              <- os.replace(temporary, "last.pt"): one atomic step
+
+``os.replace`` within one folder is atomic: anyone opening ``last.pt`` sees either the old file or the new one,
+never a mix. A write that dies halfway leaves only its temporary file behind, and the next write to the same path
+removes such leftovers (one writer per path: a run owns its folder).
+
+This module sits low (it imports only :mod:`minipt.errors`), so the tokenizers, the data cache and the checkpoints
+can all use its writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from minipt.errors import MiniptError
+
+__all__ = ["write_atomic", "write_json", "read_json", "check_new_run_dir", "write_config", "read_config"]
+
+Content = bytes | str | Callable[[IO[bytes]], object]  # the bytes, text (UTF-8), or a function writing to a file
+
+
+def _temporary_prefix(path: Path) -> str:
+    """Temporary files for ``run/last.pt`` are named ``run/.last.pt.tmp-XXXXXXXX`` (hidden, easy to spot)."""
+    return f".{path.name}.tmp-"
+
+
+def _remove_leftover_temporaries(path: Path) -> None:
+    """Delete temporary files that an interrupted earlier write of ``path`` left behind."""
+    for leftover in path.parent.glob(_temporary_prefix(path) + "*"):
+        leftover.unlink(missing_ok=True)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Ask the OS to write the folder's entry list to disk, so the rename survives a power cut.
+
+    Opening a folder is not possible on every system (Windows refuses); the rename is still atomic there.
+    """
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems do not support fsync on a folder; the rename itself already happened
+    finally:
+        os.close(descriptor)
+
+
+def write_atomic(path: str | os.PathLike, content: Content, one_writer: bool = True) -> None:
+    """Write ``content`` to ``path`` atomically: a temporary file beside ``path``, renamed onto it.
+
+    ``content`` is bytes, text (written as UTF-8), or a function that writes into the open binary file (e.g.
+    ``lambda file: torch.save(state, file)``). On any exception the temporary file is removed and the old
+    ``path`` (if any) is left untouched. ``one_writer``: the path has a single writer (a run owns its folder), so
+    temporaries an interrupted earlier write left behind are removed first; pass ``False`` for a shared cache
+    file that several processes may write at the same time.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise MiniptError(f"{path}: cannot save, the folder {path.parent} does not exist")
+    if one_writer:
+        _remove_leftover_temporaries(path)
+    temporary = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=_temporary_prefix(path), delete=False) as file:
+            temporary = Path(file.name)
+            if callable(content):
+                content(file)
+            else:
+                file.write(content.encode("utf-8") if isinstance(content, str) else content)
+            file.flush()  # Python's buffer -> the OS
+            os.fsync(file.fileno())  # the OS's cache -> the disk
+        os.replace(temporary, path)  # atomic: readers see the old file or the new one
+    except BaseException:  # also on KeyboardInterrupt: never leave a half-written temporary file
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON with sorted keys (``config.json``, ``summary.json``), atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"  # fails before any file is touched
+    write_atomic(path, text)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``, or a :class:`~minipt.errors.MiniptError` naming the file and why it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MiniptError(f"{path}: cannot read it ({error})") from None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run folder
+# ----------------------------------------------------------------------------------------------------------
+
+
+def check_new_run_dir(run_dir: str | os.PathLike, hint: str = "") -> None:
+    """A new run must not overwrite an old one: the folder must be absent or empty. ``hint`` ends the message
+    (e.g. how to continue the old run instead)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise MiniptError(f"--out {run_dir} already exists and is not empty; choose a new folder{hint}")
+
+
+def write_config(run_dir: str | os.PathLike, config: dict) -> None:
+    """Write the run's ``config.json`` (atomically)."""
+    write_json(Path(run_dir) / "config.json", config)
+
+
+def read_config(run_dir: str | os.PathLike) -> dict:
+    """The ``config.json`` of a run folder, with a clear error when the folder or the file is missing or broken."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MiniptError(f"run folder {run_dir} does not exist")
+    config = read_json(run_dir / "config.json")
+    if not isinstance(config, dict):
+        raise MiniptError(f"{run_dir / 'config.json'}: expected a JSON object, got {type(config).__name__}")
+    return config
