@@ -1,8 +1,9 @@
-"""minipt's models: two language models with one interface, and a classification head for finetuning.
+"""minipt's models: two language models with one interface, and the heads put on them.
 
 * :class:`TransformerLM` — GPT-style (``causal=True``) or BERT-style (``causal=False``) Transformer;
 * :class:`GRULM` — stacked GRU layers;
-* :class:`SequenceClassifier` — pooling and a linear layer on either one's ``features``.
+* :class:`SequenceClassifier` — pooling and a linear layer on either one's ``features``;
+* :class:`MaskedLMWithNextSentenceHead` — a bidirectional Transformer plus BERT's next-sentence head.
 
 Both language models expose ``embedding``, ``layers`` (lowest first), ``lm_head`` (and ``norm`` for the
 Transformer), ``forward(idx, targets=None, attention_mask=None, return_intermediates=False)``, ``features``,
@@ -14,12 +15,12 @@ storing ``(model.architecture, model.config)`` can rebuild the model.
 from __future__ import annotations
 
 from minipt.models.gru import GRULM
-from minipt.models.heads import SequenceClassifier
+from minipt.models.heads import MaskedLMWithNextSentenceHead, SequenceClassifier
 from minipt.models.language_model import LanguageModel, ModelInputError
 from minipt.models.transformer import TransformerLM
 
-__all__ = ["MODEL_CLASSES", "build_model", "TransformerLM", "GRULM", "SequenceClassifier", "LanguageModel",
-           "ModelInputError"]
+__all__ = ["MODEL_CLASSES", "build_model", "TransformerLM", "GRULM", "SequenceClassifier",
+           "MaskedLMWithNextSentenceHead", "LanguageModel", "ModelInputError"]
 
 MODEL_CLASSES: dict[str, type[LanguageModel]] = {
     TransformerLM.architecture: TransformerLM,  # "transformer"

@@ -1,4 +1,6 @@
-r"""A classification head on a pretrained language model: pool the hidden states, then one linear layer.
+r"""Heads on a language model: a classification head for finetuning, and BERT's next-sentence head.
+
+:class:`SequenceClassifier` pools the hidden states, then applies one linear layer.
 
 A backbone (:class:`~minipt.models.transformer.TransformerLM` or :class:`~minipt.models.gru.GRULM`) gives one
 vector per position, ``features`` ``(B, T, H)``; a sentence label needs one vector per sequence. Pooling picks
@@ -17,6 +19,9 @@ The three poolings, with :math:`m_{b,t} \in \{0, 1\}` the attention mask (1 = re
 
 ``first`` suits a bidirectional encoder trained with a ``<cls>`` token at position 0 (BERT); ``last`` suits a
 causal model or a GRU, whose last real state has read the whole sequence; ``mean`` works for either.
+
+:class:`MaskedLMWithNextSentenceHead` adds a two-way head on the ``<cls>`` position to a bidirectional model,
+for the ``mlm+nsp`` pretraining objective (:mod:`minipt.pretrain`).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from torch import Tensor, nn
 
 from minipt import functional as MF
 from minipt.models.init import normal_init_
-from minipt.models.language_model import ModelInputError, check_positive, check_probability
+from minipt.models.language_model import LanguageModel, ModelInputError, check_positive, check_probability
 
-__all__ = ["POOLINGS", "mean_pool", "first_token_pool", "last_token_pool", "pool", "SequenceClassifier"]
+__all__ = ["POOLINGS", "mean_pool", "first_token_pool", "last_token_pool", "pool", "SequenceClassifier",
+           "MaskedLMWithNextSentenceHead"]
 
 POOLINGS = ("mean", "first", "last")
 
@@ -138,3 +144,24 @@ class SequenceClassifier(nn.Module):
                 f"got {tuple(labels.shape)}"
             )
         return logits, MF.cross_entropy(logits, labels)
+
+
+class MaskedLMWithNextSentenceHead(nn.Module):
+    r"""A bidirectional language model plus BERT's next-sentence head on the ``<cls>`` position (position 0):
+
+    .. math:: z^{\text{NSP}}_b = W\, h_{b,0} + c \in \mathbb{R}^2 \quad (\text{class 1: B follows A})
+
+    ``lm`` is the :class:`~minipt.models.TransformerLM` (``causal=False``); ``nsp_head`` is
+    ``nn.Linear(d_model, 2)``. minipt's Transformer has no segment embeddings: the ``<sep>`` token alone marks
+    where B starts (RoBERTa-style inputs).
+    """
+
+    def __init__(self, lm: LanguageModel) -> None:
+        super().__init__()
+        self.lm = lm
+        self.nsp_head = nn.Linear(lm.hidden_size, 2)
+
+    def forward(self, idx: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Token logits ``(B, T, V)`` and next-sentence logits ``(B, 2)``, from one pass over ``idx`` ``(B, T)``."""
+        features = self.lm.features(idx, attention_mask)  # (B, T, C)
+        return self.lm.lm_head(features), self.nsp_head(features[:, 0, :])  # (B, T, V), (B, 2)
