@@ -12,10 +12,12 @@ The strategies:
 * :func:`gradual_unfreezing_k` — ULMFiT's schedule, one more layer from the top every ``every`` steps/epochs;
 * :func:`discriminative_param_groups` — layer ``l`` learns at ``lr * decay**(top - l)``;
 * :func:`reinit_top_layers` — start the top ``r`` layers afresh;
-* :func:`l2sp_penalty` — :math:`\lambda \lVert\theta - \theta^{0}\rVert^2`, pulling weights to their pretrained values.
+* :func:`l2sp_penalty` — :math:`\lambda \lVert\theta - \theta^{0}\rVert^2`, pulling weights to their pretrained values;
+* :func:`optimizer_groups` — the AdamW parameter groups each strategy needs, and :class:`GradualUnfreezing`, the
+  training-loop callback that moves the model from stage to stage.
 
-A frozen module is also kept in evaluation mode (no dropout): ``minipt.train`` switches every module whose
-parameters are all frozen back to ``eval()`` after ``model.train()``.
+Freezing only sets ``requires_grad``. The training loop keeps a module whose parameters are all frozen in
+evaluation mode (no dropout): :func:`minipt.train.train_mode` is the one place that decides the modes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from minipt.errors import MiniptError
 from minipt.optim import param_groups
+from minipt.train import Callback
+
+STRATEGIES = ("plain", "gradual", "discriminative")  # how the layers train: see optimizer_groups
 
 
 def _layer_count(model: nn.Module) -> int:
@@ -39,9 +45,9 @@ def parse_freeze(value: str | int, n_layers: int) -> int:
     try:
         k = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"--freeze must be an integer, 'all' or 'none', got {value!r}") from None
+        raise MiniptError(f"--freeze must be an integer, 'all' or 'none', got {value!r}") from None
     if not 0 <= k <= n_layers:
-        raise ValueError(f"--freeze must be between 0 and {n_layers} (the model has {n_layers} layers), got {k}")
+        raise MiniptError(f"--freeze must be between 0 and {n_layers} (the model has {n_layers} layers), got {k}")
     return k
 
 
@@ -50,8 +56,9 @@ def freeze(model: nn.Module, k: int | str) -> list[nn.Module]:
 
     ``k = 0`` is full finetuning (nothing frozen, the embedding trains too); ``k = len(model.layers)`` or
     ``"all"`` trains only what sits above the layers (final norm and heads): a linear probe.
-    Returns the frozen modules, lowest first. Frozen modules are put in ``eval()`` mode so that their dropout is
-    off; the optimizer should be given only ``[p for p in model.parameters() if p.requires_grad]``.
+    Returns the frozen modules, lowest first. The optimizer should be given only the trainable parameters
+    (:func:`minipt.optim.param_groups` leaves the frozen ones out); the training loop turns the frozen modules'
+    dropout off (:func:`minipt.train.train_mode`).
     """
     k = parse_freeze(k, _layer_count(model))
     for parameter in model.parameters():
@@ -59,7 +66,6 @@ def freeze(model: nn.Module, k: int | str) -> list[nn.Module]:
     frozen: list[nn.Module] = [model.embedding, *model.layers[:k]] if k > 0 else []
     for module in frozen:
         module.requires_grad_(False)
-        module.eval()
     return frozen
 
 
@@ -77,9 +83,21 @@ def gradual_unfreezing_k(step: int, every: int, n_layers: int) -> int:
     20-29 freeze 1, from step 30 on freeze 0 (full finetuning).
     """
     if every <= 0:
-        raise ValueError(f"gradual unfreezing needs a positive stage length, got {every}")
+        raise MiniptError(f"gradual unfreezing needs a positive stage length, got {every}")
     stage = step // every
     return max(n_layers - stage, 0)
+
+
+class GradualUnfreezing(Callback):
+    """Gradual unfreezing in the training loop: before each step the model is frozen to the step's stage,
+    :func:`gradual_unfreezing_k` layers, never fewer than ``floor``. (Finetuning runs without gradient
+    accumulation, so a step is one batch.)"""
+
+    def __init__(self, every: int, floor: int = 0) -> None:
+        self.every, self.floor = every, floor
+
+    def on_step_start(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        freeze(model, max(gradual_unfreezing_k(step, self.every, _layer_count(model)), self.floor))
 
 
 def discriminative_param_groups(
@@ -127,7 +145,7 @@ def reinit_top_layers(model: nn.Module, r: int, generator: torch.Generator | Non
     """
     n_layers = _layer_count(model)
     if not 0 <= r <= n_layers:
-        raise ValueError(f"--reinit-top must be between 0 and {n_layers}, got {r}")
+        raise MiniptError(f"--reinit-top must be between 0 and {n_layers}, got {r}")
     if r == 0:
         return
     for layer in model.layers[n_layers - r :]:
@@ -181,3 +199,47 @@ def format_parameter_table(rows: list[tuple[str, int, int]]) -> str:
     trainable, total = sum(row[1] for row in rows), sum(row[2] for row in rows)
     lines.append(f"{'all':<20} {trainable:>10,} {total:>10,}  ({100 * trainable / total:.1f}% trainable)")
     return "\n".join(lines)
+
+
+def optimizer_groups(
+    model: nn.Module,
+    strategy: str,
+    frozen_k: int,
+    *,
+    lr: float,
+    weight_decay: float,
+    lr_decay: float = 1 / 2.6,
+    l2sp: float = 0.0,
+) -> list[dict]:
+    """AdamW groups for the strategy (the freezing is applied here too).
+
+    * ``plain``: the trainable parameters only, decay / no-decay groups (:func:`minipt.optim.param_groups`);
+    * ``discriminative``: one group per level, lr shrinking by ``lr_decay`` per level down;
+    * ``gradual``: **every** parameter, grouped while all are trainable, then the model is frozen to its
+      first stage; a frozen parameter has ``grad = None``, so AdamW gives it no state and no decay until its
+      layer is unfrozen.
+
+    With L2-SP (``l2sp > 0``) the backbone's parameters get no weight decay (the penalty pulls them toward their
+    pretrained values instead of toward 0); the head keeps plain weight decay.
+    """
+    if strategy == "gradual":
+        freeze(model, 0)
+        groups = param_groups(model, weight_decay)
+        freeze(model, len(model.layers))  # stage 0: only the top trains
+    else:
+        freeze(model, frozen_k)
+        if strategy == "discriminative":
+            groups = discriminative_param_groups(model, lr, lr_decay, weight_decay)
+        else:
+            groups = param_groups(model, weight_decay)
+    if l2sp > 0:
+        backbone = {id(p) for p in model.backbone.parameters()}
+        split_groups = []
+        for group in groups:
+            for in_backbone in (True, False):
+                params = [p for p in group["params"] if (id(p) in backbone) == in_backbone]
+                if params:
+                    decay = 0.0 if in_backbone else group["weight_decay"]
+                    split_groups.append({**group, "params": params, "weight_decay": decay})
+        groups = split_groups
+    return [group for group in groups if group["params"]]

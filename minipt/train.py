@@ -10,13 +10,18 @@ and it does the rest, top to bottom in :func:`train`:
 
 1. AdamW (:class:`minipt.optim.AdamW`) with decay / no-decay groups, and the warmup + cosine schedule
    :math:`\gamma_s = \gamma \cdot f(s)` (:func:`minipt.optim.warmup_cosine`);
-2. each optimizer step averages the gradients of ``grad_accum_steps`` micro-batches,
+2. each optimizer step averages the gradients of ``grad_accum`` micro-batches,
    :math:`g = \frac{1}{A}\sum_{a=1}^{A} \nabla \mathcal{L}_a` (the same as one batch ``A`` times larger), then
    clips their global norm to ``grad_clip`` (:func:`minipt.optim.clip_grad_norm_`);
 3. every ``eval_every`` steps: evaluate, append a line to ``metrics.jsonl``, keep ``best.pt`` when the monitored
    metric improves, stop early after ``patience`` evaluations without improvement (when asked);
 4. ``last.pt`` is saved at every evaluation (and every ``save_every`` steps), so a run can resume exactly;
 5. at the end, ``loss.png`` (train and validation curves) and ``summary.json``.
+
+Anything else a job needs during training is a :class:`Callback` (e.g. gradual unfreezing, which freezes the
+model to the step's stage in :meth:`Callback.on_step_start`). The loop is the one place that decides the modules'
+modes: at every step the model trains, except the modules whose parameters are all frozen, which stay in
+``eval()`` (no dropout) — :func:`train_mode`.
 
 A checkpoint holds plain types and tensors only (it loads with ``weights_only=True``): the model, optimizer and
 scheduler states, the step, tokens seen, the best metric, and every random state (torch, Python, NumPy and the
@@ -28,8 +33,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -40,42 +46,34 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm  # a plain text bar: works in terminals and notebooks alike, no widgets needed
 
-from minipt.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json_atomic
+from minipt.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from minipt.errors import MiniptError, TrainingDivergedError
 from minipt.models.language_model import evaluation_mode
 from minipt.optim import AdamW, clip_grad_norm_, param_groups, warmup_cosine
 from minipt.plots import plot_loss_curves, read_metrics
+from minipt.runs import write_atomic, write_json
 
 __all__ = [
     "TrainConfig",
-    "TrainConfigError",
-    "DeviceError",
-    "TrainingDivergedError",
     "TrainResult",
+    "Callback",
     "resolve_device",
+    "use_threads",
     "move_to_device",
     "count_tokens",
+    "train_mode",
     "train",
 ]
 
 Batch = Any  # a tensor, or a tuple / list / dict of tensors (and plain values)
 
 
-class TrainConfigError(ValueError):
-    """A training setting is out of range; the message names the setting."""
-
-
-class DeviceError(ValueError):
-    """The requested device does not exist on this machine (e.g. ``cuda`` without a GPU)."""
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
-
-
 @dataclass
 class TrainConfig:
     """Every setting of the loop (the objective's own settings live with the objective).
 
+    ``warmup`` steps of linear warmup, then a cosine decay to ``min_lr_ratio * lr`` at ``steps``;
+    ``grad_accum`` micro-batches per optimizer step.
     ``monitor`` names the key of ``evaluate``'s dict that decides the best checkpoint and early stopping;
     ``mode`` says whether lower (``"min"``, losses) or higher (``"max"``, accuracies) is better.
     ``patience`` counts evaluations without improvement before stopping (None: never stop early).
@@ -87,10 +85,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.99)
-    warmup_steps: int = 100
+    warmup: int = 100
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
-    grad_accum_steps: int = 1
+    grad_accum: int = 1
     eval_every: int = 100
     save_every: int | None = None
     monitor: str = "val_loss"
@@ -101,23 +99,23 @@ class TrainConfig:
     loss_unit: str = "token"
 
     def check(self) -> None:
-        """Raise :class:`TrainConfigError` naming the first setting out of range."""
-        positive = {"steps": self.steps, "grad_accum_steps": self.grad_accum_steps, "eval_every": self.eval_every}
+        """Raise :class:`~minipt.errors.MiniptError` naming the first setting out of range."""
+        positive = {"steps": self.steps, "grad_accum": self.grad_accum, "eval_every": self.eval_every}
         if self.save_every is not None:
             positive["save_every"] = self.save_every
         if self.patience is not None:
             positive["patience"] = self.patience
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
-                raise TrainConfigError(f"{name} must be a positive integer, got {value!r}")
+                raise MiniptError(f"{name} must be a positive integer, got {value!r}")
         if not self.lr > 0:
-            raise TrainConfigError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.warmup_steps < self.steps:
-            raise TrainConfigError(f"warmup_steps must be in [0, steps={self.steps}), got {self.warmup_steps}")
+            raise MiniptError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup < self.steps:
+            raise MiniptError(f"warmup must be in [0, steps={self.steps}), got {self.warmup}")
         if not self.grad_clip > 0:
-            raise TrainConfigError(f"grad_clip must be > 0, got {self.grad_clip}")
+            raise MiniptError(f"grad_clip must be > 0, got {self.grad_clip}")
         if self.mode not in ("min", "max"):
-            raise TrainConfigError(f"mode must be 'min' or 'max', got {self.mode!r}")
+            raise MiniptError(f"mode must be 'min' or 'max', got {self.mode!r}")
 
 
 @dataclass
@@ -132,20 +130,37 @@ class TrainResult:
     last_evaluation: dict[str, float]
 
 
+class Callback:
+    """A hook into :func:`train`; subclass it and override what you need (each method does nothing by default).
+
+    ``on_step_start(step, model, optimizer)`` runs before optimizer step ``step`` (counting from 0) fetches its
+    first micro-batch, before the loop sets the modules' modes (:func:`train_mode`). Changing which parameters are
+    frozen here is safe: a frozen parameter gets no gradient, so AdamW neither updates nor decays it.
+    """
+
+    def on_step_start(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called at the start of every optimizer step."""
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Small helpers
 # ----------------------------------------------------------------------------------------------------------
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; ``"cuda"`` without a GPU is a :class:`DeviceError`."""
+    """``"auto"`` -> CUDA when present, else CPU; ``"cuda"`` without a GPU is a :class:`~minipt.errors.MiniptError`."""
     if device not in ("auto", "cpu", "cuda"):
-        raise DeviceError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise MiniptError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("device 'cuda' was asked for but no CUDA GPU is available (use --device cpu or auto)")
+        raise MiniptError("device 'cuda' was asked for but no CUDA GPU is available (use --device cpu or auto)")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(device)
+
+
+def use_threads(threads: int) -> None:
+    """Let torch use ``threads`` CPU threads; 0 means every core (``os.cpu_count()``)."""
+    torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
 def move_to_device(batch: Batch, device: torch.device) -> Batch:
@@ -179,11 +194,13 @@ def is_improvement(value: float, best: float, mode: str) -> bool:
     return value < best if mode == "min" else value > best
 
 
-def keep_frozen_modules_in_eval(model: nn.Module) -> None:
-    """After ``model.train()``: a module whose parameters are all frozen goes back to ``eval()`` (no dropout).
+def train_mode(model: nn.Module) -> None:
+    """``model.train()``, then every module whose parameters are all frozen back to ``eval()`` (no dropout).
 
-    Finetuning freezes the lower layers; their dropout should not fire either (see :mod:`minipt.finetune`).
+    The one place that decides the modes during training: finetuning freezes the lower layers
+    (:mod:`minipt.strategies`), and their dropout should not fire either.
     """
+    model.train()
     for module in model.modules():
         parameters = list(module.parameters())
         if parameters and not any(p.requires_grad for p in parameters):
@@ -198,17 +215,23 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 def truncate_metrics(path: Path, step: int) -> None:
     """Keep only the records up to ``step`` (used on resume: later lines belong to the lost future)."""
-    if not path.exists():
-        return
-    records = [record for record in read_metrics(path) if record["step"] <= step]
-    text = "".join(json.dumps(record) + "\n" for record in records)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    if path.exists():
+        records = [record for record in read_metrics(path) if record["step"] <= step]
+        write_atomic(path, "".join(json.dumps(record) + "\n" for record in records))
+
+
+def check_finite(loss_value: float, step: int, last_path: Path) -> None:
+    """Raise :class:`~minipt.errors.TrainingDivergedError` for a NaN or infinite loss, naming the last good
+    checkpoint."""
+    if not math.isfinite(loss_value):
+        good = last_path if last_path.exists() else "none (nothing was saved yet)"
+        raise TrainingDivergedError(
+            f"the loss is {loss_value} at step {step + 1}; stopping. The last good checkpoint is {good}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Checkpoint state
+# The state a checkpoint holds, and the bookkeeping around the steps
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -225,40 +248,136 @@ class LoopState:
     train_loss_count: int = 0
     elapsed_seconds: float = 0.0
 
+    def step_done(self, step_loss: float) -> None:
+        """Count the optimizer step and add its loss to the running train-loss sum."""
+        self.step += 1
+        self.train_loss_sum += step_loss
+        self.train_loss_count += 1
 
-def checkpoint_state(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loop: LoopState,
-    generator: torch.Generator | None,
-) -> dict:
+
+@dataclass
+class TrainingState:
     """Everything needed to continue exactly: weights, optimizer, schedule, counters and random states."""
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "loop": asdict(loop),
-        "rng": rng_state(),
-        "data_generator": None if generator is None else generator.get_state(),
-    }
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator | None  # the data sampler's
+    loop: LoopState
+
+    def save(self, path: Path) -> None:
+        """Write a checkpoint (atomically): plain types and tensors only."""
+        save_checkpoint(path, {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loop": asdict(self.loop),
+            "rng": rng_state(),
+            "data_generator": None if self.generator is None else self.generator.get_state(),
+        })
+
+    def restore(self, path: Path) -> None:
+        """Load a checkpoint written by :meth:`save` back into the objects and the counters."""
+        checkpoint = load_checkpoint(path)
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        set_rng_state(checkpoint["rng"])
+        if self.generator is not None:
+            self.generator.set_state(checkpoint["data_generator"])
+        self.loop = LoopState(**checkpoint["loop"])
 
 
-def restore_state(
-    checkpoint: dict,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator | None,
-) -> LoopState:
-    """Load a :func:`checkpoint_state` dict back into the objects; return the loop counters."""
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    set_rng_state(checkpoint["rng"])
-    if generator is not None:
-        generator.set_state(checkpoint["data_generator"])
-    return LoopState(**checkpoint["loop"])
+class Meter:
+    """Wall time and throughput, and the progress bar that shows them.
+
+    Tokens per second are measured per step (the bar) and over the training since the last evaluation ended
+    (``metrics.jsonl``: evaluating and saving are not counted). The elapsed time carries over a resume.
+    """
+
+    def __init__(self, loop: LoopState, config: TrainConfig) -> None:
+        now = time.perf_counter()
+        self.start = now - loop.elapsed_seconds
+        self.step_time, self.step_tokens = now, loop.tokens_seen
+        self.mark_time, self.mark_tokens = now, loop.tokens_seen
+        self.bar = tqdm(total=config.steps, initial=loop.step, disable=not config.progress, dynamic_ncols=True)
+        self.postfix: dict[str, str] = {}  # what the bar shows after the counter
+
+    def step_started(self, loop: LoopState) -> None:
+        self.step_time, self.step_tokens = time.perf_counter(), loop.tokens_seen
+
+    def step_done(self, loop: LoopState, loss: float, lr: float) -> None:
+        """Set ``loop.elapsed_seconds``; show the step's loss, learning rate and tokens per second."""
+        now = time.perf_counter()
+        loop.elapsed_seconds = now - self.start
+        tokens_per_second = (loop.tokens_seen - self.step_tokens) / max(now - self.step_time, 1e-9)
+        self.show(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
+        self.bar.update(1)
+
+    def tokens_per_second(self, loop: LoopState) -> float:
+        """Training throughput since :meth:`mark` (the end of the last evaluation)."""
+        return (loop.tokens_seen - self.mark_tokens) / max(time.perf_counter() - self.mark_time, 1e-9)
+
+    def mark(self, loop: LoopState) -> None:
+        self.mark_time, self.mark_tokens = time.perf_counter(), loop.tokens_seen
+
+    def show(self, **values: str) -> None:
+        self.postfix.update(values)
+        self.bar.set_postfix(self.postfix)
+
+
+def evaluation_step(
+    state: TrainingState, evaluate: Callable, config: TrainConfig, run_dir: Path, meter: Meter, lr: float
+) -> dict[str, float]:
+    """Steps 3 and 4 of the loop: evaluate, append the record to ``metrics.jsonl``, save ``best.pt`` when the
+    monitored value improved, then ``last.pt``. Returns the evaluation's numbers."""
+    loop, device = state.loop, next(state.model.parameters()).device
+    tokens_per_second = meter.tokens_per_second(loop)
+    with torch.no_grad(), evaluation_mode(state.model), autocast_context(device):
+        evaluation = {name: float(value) for name, value in evaluate(state.model).items()}
+    if config.monitor not in evaluation:
+        raise MiniptError(f"monitor {config.monitor!r} is not among the evaluation's results {sorted(evaluation)}")
+    append_jsonl(run_dir / "metrics.jsonl", {
+        "step": loop.step,
+        "tokens": loop.tokens_seen,
+        "train_loss": loop.train_loss_sum / loop.train_loss_count,
+        **evaluation,
+        "lr": lr,
+        "elapsed_seconds": round(loop.elapsed_seconds, 3),
+        "tokens_per_second": round(tokens_per_second, 1),
+    })
+    loop.train_loss_sum, loop.train_loss_count = 0.0, 0
+    meter.show(**{config.monitor: f"{evaluation[config.monitor]:.4f}"})
+    if is_improvement(evaluation[config.monitor], loop.best_metric, config.mode):
+        loop.best_metric, loop.best_step = evaluation[config.monitor], loop.step
+        loop.evaluations_without_improvement = 0
+        state.save(run_dir / "best.pt")
+    else:
+        loop.evaluations_without_improvement += 1
+    state.save(run_dir / "last.pt")
+    meter.mark(loop)  # tokens/s measures training only, not evaluating and saving
+    return evaluation
+
+
+def build_optimizer(
+    model: nn.Module, config: TrainConfig, groups: list[dict] | None
+) -> tuple[AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``groups`` (default: decay / no-decay groups) and its schedule: the lr of optimizer step ``s``
+    is ``lr * warmup_cosine(s)``."""
+    groups = groups if groups is not None else param_groups(model, config.weight_decay)
+    optimizer = AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    schedule = partial(warmup_cosine, warmup_steps=config.warmup, total_steps=config.steps,
+                       min_ratio=config.min_lr_ratio)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def finish(run_dir: Path, loop: LoopState, config: TrainConfig, stopped_early: bool, evaluation: dict) -> TrainResult:
+    """Step 5: ``loss.png`` from ``metrics.jsonl``, and ``summary.json``."""
+    if (run_dir / "metrics.jsonl").exists():
+        plot_loss_curves(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png", loss_unit=config.loss_unit)
+    result = TrainResult(loop.step, loop.tokens_seen, loop.best_metric, loop.best_step, stopped_early, evaluation)
+    write_json(run_dir / "summary.json", {**asdict(result), "elapsed_seconds": loop.elapsed_seconds})
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -277,135 +396,58 @@ def train(
     generator: torch.Generator | None = None,
     optimizer_groups: list[dict] | None = None,
     resume: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Train ``model`` for ``config.steps`` optimizer steps, writing checkpoints and metrics into ``run_dir``.
 
-    ``next_batch(index)`` returns micro-batch number ``index = step * grad_accum_steps + a``; a sampler that draws
-    from ``generator`` (a ``torch.Generator``) has that generator's state saved and restored with the checkpoints.
-    ``optimizer_groups``: AdamW parameter groups (e.g. finetuning's per-layer learning rates, each with its own
-    ``lr``); by default :func:`minipt.optim.param_groups` (decay for weight matrices, none for the rest).
-    ``resume=True`` continues from ``run_dir/last.pt`` (model, optimizer, schedule, counters, random states).
-
-    The model is moved to the device; batches are moved by :func:`move_to_device`. ``evaluate`` runs under
-    ``torch.no_grad()`` with dropout off. Raises :class:`TrainingDivergedError` on a non-finite loss, before
-    anything about that step is saved.
+    ``next_batch(index)`` gives micro-batch ``index = step * grad_accum + a``; the state of ``generator``, the
+    sampler's, goes into the checkpoints. ``optimizer_groups``: AdamW groups (default: decay / no-decay groups).
+    ``resume=True`` continues from ``run_dir/last.pt``. ``callbacks``: :class:`Callback` hooks. ``evaluate`` runs
+    under ``torch.no_grad()`` with dropout off. A non-finite loss raises
+    :class:`~minipt.errors.TrainingDivergedError` before anything about that step is saved.
     """
     config.check()
-    device = resolve_device(config.device)
-    run_dir = Path(run_dir)
+    device, run_dir = resolve_device(config.device), Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path, metrics_path = run_dir / "last.pt", run_dir / "best.pt", run_dir / "metrics.jsonl"
     model.to(device)
-
-    # 1. optimizer and schedule: lr at optimizer step s is lr * warmup_cosine(s)
-    groups = optimizer_groups if optimizer_groups is not None else param_groups(model, config.weight_decay)
-    optimizer = AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    schedule = partial(
-        warmup_cosine, warmup_steps=config.warmup_steps, total_steps=config.steps, min_ratio=config.min_lr_ratio
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-    loop = LoopState(best_metric=math.inf if config.mode == "min" else -math.inf)
+    optimizer, scheduler = build_optimizer(model, config, optimizer_groups)  # 1.
+    state = TrainingState(model, optimizer, scheduler, generator,
+                          LoopState(best_metric=math.inf if config.mode == "min" else -math.inf))
     if resume:
-        loop = restore_state(load_checkpoint(last_path), model, optimizer, scheduler, generator)
-        truncate_metrics(metrics_path, loop.step)
+        state.restore(run_dir / "last.pt")
+        truncate_metrics(run_dir / "metrics.jsonl", state.loop.step)
+    loop, meter = state.loop, Meter(state.loop, config)
+    evaluation, stopped_early = {}, False
 
-    def save(path: Path) -> None:
-        save_checkpoint(path, checkpoint_state(model, optimizer, scheduler, loop, generator))
-
-    last_evaluation: dict[str, float] = {}
-    postfix: dict[str, str] = {}  # what the progress bar shows after the counter
-    stopped_early = False
-    progress = tqdm(total=config.steps, initial=loop.step, disable=not config.progress, dynamic_ncols=True)
-    start_time = time.perf_counter() - loop.elapsed_seconds  # elapsed time carries over a resume
-    tokens_at_last_eval, time_at_last_eval = loop.tokens_seen, time.perf_counter()
-
-    while loop.step < config.steps:
-        # 2. one optimizer step: average the gradients of grad_accum_steps micro-batches
-        step_start, tokens_before_step = time.perf_counter(), loop.tokens_seen
-        model.train()
-        keep_frozen_modules_in_eval(model)
+    while loop.step < config.steps and not stopped_early:
+        meter.step_started(loop)
+        for callback in callbacks:
+            callback.on_step_start(loop.step, model, optimizer)
+        train_mode(model)
         lr = optimizer.param_groups[0]["lr"]
+        # 2. one optimizer step: average the gradients of grad_accum micro-batches
         step_loss = 0.0
-        for micro_step in range(config.grad_accum_steps):
-            batch = move_to_device(next_batch(loop.step * config.grad_accum_steps + micro_step), device)
+        for micro_step in range(config.grad_accum):
+            batch = move_to_device(next_batch(loop.step * config.grad_accum + micro_step), device)
             with autocast_context(device):
                 loss = loss_fn(model, batch)
             loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                good = last_path if last_path.exists() else "none (nothing was saved yet)"
-                raise TrainingDivergedError(
-                    f"the loss is {loss_value} at step {loop.step + 1}; "
-                    f"stopping. The last good checkpoint is {good}"
-                )
-            (loss / config.grad_accum_steps).backward()  # gradients add up over the micro-batches
-            step_loss += loss_value / config.grad_accum_steps
+            check_finite(loss_value, loop.step, run_dir / "last.pt")
+            (loss / config.grad_accum).backward()  # gradients add up over the micro-batches
+            step_loss += loss_value / config.grad_accum
             loop.tokens_seen += count_tokens(batch)
         clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        loop.step += 1
-        loop.train_loss_sum += step_loss
-        loop.train_loss_count += 1
-        loop.elapsed_seconds = time.perf_counter() - start_time
-        step_tokens_per_second = (loop.tokens_seen - tokens_before_step) / max(time.perf_counter() - step_start, 1e-9)
-        postfix.update(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{step_tokens_per_second:.0f}")
-        progress.update(1)
-        progress.set_postfix(postfix)
+        loop.step_done(step_loss)
+        meter.step_done(loop, step_loss, lr)
 
-        # 3. evaluate, log, keep the best, maybe stop early
-        is_eval_step = loop.step % config.eval_every == 0 or loop.step == config.steps
-        if is_eval_step:
-            training_seconds = time.perf_counter() - time_at_last_eval  # since the last evaluation ended
-            tokens_per_second = (loop.tokens_seen - tokens_at_last_eval) / max(training_seconds, 1e-9)
-            with torch.no_grad(), evaluation_mode(model), autocast_context(device):
-                last_evaluation = {name: float(value) for name, value in evaluate(model).items()}
-            if config.monitor not in last_evaluation:
-                raise TrainConfigError(
-                    f"monitor {config.monitor!r} is not among the evaluation's results {sorted(last_evaluation)}"
-                )
-            record = {
-                "step": loop.step,
-                "tokens": loop.tokens_seen,
-                "train_loss": loop.train_loss_sum / loop.train_loss_count,
-                **last_evaluation,
-                "lr": lr,
-                "elapsed_seconds": round(loop.elapsed_seconds, 3),
-                "tokens_per_second": round(tokens_per_second, 1),
-            }
-            loop.train_loss_sum, loop.train_loss_count = 0.0, 0
-            append_jsonl(metrics_path, record)
-            postfix[config.monitor] = f"{last_evaluation[config.monitor]:.4f}"
-            progress.set_postfix(postfix)
-            value = last_evaluation[config.monitor]
-            if is_improvement(value, loop.best_metric, config.mode):
-                loop.best_metric, loop.best_step = value, loop.step
-                loop.evaluations_without_improvement = 0
-                save(best_path)
-            else:
-                loop.evaluations_without_improvement += 1
+        # 3. and 4. evaluate, log, keep the best and the latest state; maybe stop early
+        if loop.step % config.eval_every == 0 or loop.step == config.steps:
+            evaluation = evaluation_step(state, evaluate, config, run_dir, meter, lr)
             stopped_early = config.patience is not None and loop.evaluations_without_improvement >= config.patience
-
-        # 4. the latest state, for resuming
-        if is_eval_step or (config.save_every is not None and loop.step % config.save_every == 0):
-            save(last_path)
-        if is_eval_step:  # tokens/s measures training only, not evaluating and saving
-            tokens_at_last_eval, time_at_last_eval = loop.tokens_seen, time.perf_counter()
-        if stopped_early:
-            break
-    progress.close()
-
-    # 5. the curves and a summary
-    if metrics_path.exists():
-        plot_loss_curves(read_metrics(metrics_path), run_dir / "loss.png", loss_unit=config.loss_unit)
-    result = TrainResult(
-        step=loop.step,
-        tokens_seen=loop.tokens_seen,
-        best_metric=loop.best_metric,
-        best_step=loop.best_step,
-        stopped_early=stopped_early,
-        last_evaluation=last_evaluation,
-    )
-    write_json_atomic(run_dir / "summary.json", {**asdict(result), "elapsed_seconds": loop.elapsed_seconds})
-    return result
+        elif config.save_every is not None and loop.step % config.save_every == 0:
+            state.save(run_dir / "last.pt")
+    meter.bar.close()
+    return finish(run_dir, loop, config, stopped_early, evaluation)  # 5.

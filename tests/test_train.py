@@ -17,16 +17,9 @@ import pytest
 import torch
 
 from minipt.checkpoint import load_checkpoint
+from minipt.errors import MiniptError, TrainingDivergedError
 from minipt.models import TransformerLM
-from minipt.train import (
-    DeviceError,
-    TrainConfig,
-    TrainConfigError,
-    TrainingDivergedError,
-    count_tokens,
-    resolve_device,
-    train,
-)
+from minipt.train import Callback, TrainConfig, count_tokens, resolve_device, train
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +66,7 @@ def lm_evaluate(model):
 
 
 def config(**overrides) -> TrainConfig:
-    settings = dict(steps=12, lr=3e-3, warmup_steps=2, eval_every=4, device="cpu", progress=False)
+    settings = dict(steps=12, lr=3e-3, warmup=2, eval_every=4, device="cpu", progress=False)
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -154,7 +147,7 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
     for name, next_batch, accum in (("big", big, 1), ("halves", halves, 2)):
         torch.manual_seed(0)
         model = TransformerLM(VOCAB, d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=BLOCK, dropout=0.0)
-        settings = config(steps=3, warmup_steps=0, eval_every=3, grad_accum_steps=accum)
+        settings = config(steps=3, warmup=0, eval_every=3, grad_accum=accum)
         train(model, next_batch=next_batch, loss_fn=lm_loss, evaluate=lm_evaluate, config=settings,
               run_dir=tmp_path / name)
         models.append(model)
@@ -200,25 +193,56 @@ def test_frozen_modules_stay_in_eval_mode(tmp_path):
         assert torch.equal(p, before[name]), name  # frozen: bit-identical (no update, no weight decay)
 
 
+def test_callbacks_run_at_the_start_of_every_step_and_their_freezing_holds_for_that_step(tmp_path):
+    """A callback that freezes layer 0 from step 2 on: the loop sees it before the step's batch, puts the layer in
+    eval mode for that step, and the layer's weights stop changing."""
+    events = []
+
+    class FreezeLayer0FromStep2(Callback):
+        def on_step_start(self, step, model, optimizer):
+            events.append(("start", step))
+            model.layers[0].requires_grad_(step < 2)
+
+    def loss_fn(model, batch):
+        events.append(("batch", model.layers[0].training))
+        return lm_loss(model, batch)
+
+    model = tiny_model()
+    next_batch, generator = make_sampler()
+    snapshots = []
+
+    def sampler(index):
+        snapshots.append({name: p.clone() for name, p in model.layers[0].named_parameters()})
+        return next_batch(index)
+
+    train(model, next_batch=sampler, loss_fn=loss_fn, evaluate=lm_evaluate, config=config(steps=4, eval_every=4),
+          run_dir=tmp_path / "run", generator=generator, callbacks=[FreezeLayer0FromStep2()])
+    assert events == [("start", 0), ("batch", True), ("start", 1), ("batch", True),
+                      ("start", 2), ("batch", False), ("start", 3), ("batch", False)]
+    final = dict(model.layers[0].named_parameters())
+    assert all(torch.equal(snapshots[2][name], final[name]) for name in final)  # frozen from step 2: unchanged
+    assert not all(torch.equal(snapshots[1][name], snapshots[2][name]) for name in final)  # step 1 still trained it
+
+
 def test_count_tokens_reads_the_first_tensor():
     assert count_tokens((torch.zeros(3, 5), torch.zeros(3))) == 15
     assert count_tokens({"input_ids": torch.zeros(2, 4), "labels": torch.zeros(2)}) == 8
 
 
 def test_bad_settings_are_one_line_errors(tmp_path):
-    with pytest.raises(TrainConfigError, match="steps must be a positive integer, got -1"):
+    with pytest.raises(MiniptError, match="steps must be a positive integer, got -1"):
         run(tmp_path, steps=-1)
-    with pytest.raises(TrainConfigError, match=r"warmup_steps must be in \[0, steps=5\)"):
-        run(tmp_path, steps=5, warmup_steps=5)
-    with pytest.raises(TrainConfigError, match="mode must be 'min' or 'max'"):
+    with pytest.raises(MiniptError, match=r"warmup must be in \[0, steps=5\)"):
+        run(tmp_path, steps=5, warmup=5)
+    with pytest.raises(MiniptError, match="mode must be 'min' or 'max'"):
         run(tmp_path, mode="best")
-    with pytest.raises(TrainConfigError, match="monitor 'val_accuracy' is not among"):
+    with pytest.raises(MiniptError, match="monitor 'val_accuracy' is not among"):
         run(tmp_path, monitor="val_accuracy")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_asking_for_cuda_without_a_gpu_is_an_error():
-    with pytest.raises(DeviceError, match="no CUDA GPU is available"):
+    with pytest.raises(MiniptError, match="no CUDA GPU is available"):
         resolve_device("cuda")
     assert resolve_device("auto") == torch.device("cpu")
 
@@ -294,7 +318,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_checkpoints_intact(tmp_path):
 def train_forever(folder: Path) -> None:
     """The killed process's job: a long run saving last.pt at every step, resuming when there is one."""
     resume = (folder / "run" / "last.pt").exists()
-    run(folder, steps=100000, warmup_steps=0, eval_every=100000, save_every=1, resume=resume)
+    run(folder, steps=100000, warmup=0, eval_every=100000, save_every=1, resume=resume)
 
 
 def test_a_process_killed_while_saving_leaves_a_loadable_checkpoint(tmp_path):
