@@ -42,13 +42,13 @@ import torch
 from results import machine_line, write_section
 
 from minipt import functional as MF
-from minipt.checkpoint import write_json_atomic
-from minipt.classify import FinetuneConfig, finetune, majority_baseline, select_train_examples
 from minipt.data import load_task
+from minipt.finetune import FinetuneConfig, finetune, majority_baseline, select_train_examples
 from minipt.metrics import accuracy, confusion_matrix, macro_f1
 from minipt.optim import AdamW
 from minipt.plots import plot_sample_efficiency
 from minipt.pretrain import PretrainConfig, pretrain
+from minipt.runs import write_json
 
 HERE = Path(__file__).resolve().parent
 MODELS = {  # name -> pretraining settings (everything else: PretrainConfig's defaults)
@@ -331,7 +331,7 @@ def main() -> None:
                         # another process may have added results meanwhile (two runs on two cores): merge
                         on_disk = json.loads(results_path.read_text()) if results_path.exists() else {}
                         results = {**on_disk, **results}
-                        write_json_atomic(results_path, results)
+                        write_json(results_path, results)
                         print(f"{key}: test accuracy {entry['test_accuracy']:.3f}, macro-F1 "
                               f"{entry['test_macro_f1']:.3f} ({entry['wall_seconds']:.0f} s)", flush=True)
     current = {}  # this run's settings, and the variants in pretraining steps or learning rate

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from results import machine_line, write_section
 
-from minipt import finetune
+from minipt import strategies
 from minipt.models import GRULM, SequenceClassifier, TransformerLM
 from minipt.optim import AdamW, param_groups
 
@@ -35,7 +35,7 @@ def make_model(kind: str) -> SequenceClassifier:
 
 def training_step(model: SequenceClassifier, frozen: int | str, batch_size: int, length: int) -> Callable[[], None]:
     """A closure doing one optimizer step of ``model`` with ``frozen`` lower layers on a fixed random batch."""
-    finetune.freeze(model, frozen)
+    strategies.freeze(model, frozen)
     optimizer = AdamW(param_groups(model, 0.01), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(5, 70, (batch_size, length), generator=generator)  # (B, T)

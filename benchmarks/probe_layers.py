@@ -33,15 +33,15 @@ from matplotlib.figure import Figure
 from results import machine_line, write_section
 
 from minipt import functional as MF
-from minipt.checkpoint import write_json_atomic
-from minipt.classify import select_train_examples
 from minipt.data import load_task, shakespeare
 from minipt.data.datasets import ClassificationDataset, collate_classification
+from minipt.finetune import select_train_examples
 from minipt.metrics import accuracy, confusion_matrix, macro_f1
 from minipt.models import build_model
 from minipt.models.heads import pool
 from minipt.optim import AdamW
 from minipt.pretrain import load_run
+from minipt.runs import write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -250,7 +250,7 @@ def main() -> None:
         for run in args.runs.split(","):
             if Path(run).name not in shifts and (shift := format_shift(run)):
                 shifts[Path(run).name] = shift
-        write_json_atomic(results_path, {**results, "format_shift": shifts})
+        write_json(results_path, {**results, "format_shift": shifts})
     current = {k: v for k, v in results.items() if v["task"] == args.task
                and any(v["backbone"].startswith(Path(run).name) for run in args.runs.split(","))}
     text = markdown(current, args)

@@ -1,11 +1,14 @@
 """The ``minipt`` command line: one argparse sub-command per job, each a ``add_*_parser`` / ``run_*`` pair.
 
-* ``minipt pretrain`` — :func:`minipt.pretrain.pretrain` (train a language model into a run folder);
+* ``minipt pretrain`` — :func:`minipt.pretrain.pretrain` (train a language model into a run folder, or train a
+  pretrained one further on new text with ``--init-from RUN``);
 * ``minipt generate`` — sample text from a pretraining run;
-* ``minipt finetune`` — :func:`minipt.classify.finetune` (a classifier on a pretrained run, or more next-token
-  training on new text with ``--task lm:FILE``);
+* ``minipt finetune`` — :func:`minipt.finetune.finetune` (a classifier on a pretrained run);
 * ``minipt evaluate`` — score a finetuning run's best checkpoint on a split;
 * ``minipt demo`` — :func:`minipt.demo.run_demo` (pretrain, finetune and compare with a from-scratch control).
+
+The options of ``pretrain``, ``finetune`` and ``demo`` are generated from the fields of their config dataclasses
+(:func:`add_settings`), so ``--help`` shows each setting's own help text and default.
 
 User mistakes (a bad flag value, a missing file) end in one line on stderr and exit status 2, never a traceback.
 """
@@ -13,54 +16,69 @@ User mistakes (a bad flag value, a missing file) end in one line on stderr and e
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tomllib
 from collections.abc import Callable
-from dataclasses import fields
-from pathlib import Path
+from dataclasses import MISSING, fields
 
 from minipt import __version__
+from minipt.errors import MiniptError, TrainingDivergedError
+from minipt.settings import flag, read_settings_file
 
 EXIT_USAGE = 2  # a user mistake: bad flag, missing file, bad config
 EXIT_FAILED = 1  # the job itself failed (e.g. the loss diverged)
 
 
-class CommandLineError(ValueError):
-    """A mistake on the command line or in a ``--config`` file; the message names the flag, key or file."""
+def add_settings(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One option per field of ``config_class``: its flag (and hidden older spellings), its help text and default.
+
+    Absent options stay absent from the parsed arguments (``argparse.SUPPRESS``), so that the values of a
+    ``--config`` file and the dataclass's defaults are not overridden by them.
+    """
+    for field in fields(config_class):
+        meta = field.metadata
+        shows_default = field.default not in (MISSING, "") and not isinstance(field.default, bool)
+        help_text = meta["help"] + (f" (default: {field.default})" if shows_default else "")
+        options: dict = {"dest": field.name, "default": argparse.SUPPRESS}
+        if isinstance(field.default, bool):
+            options["action"] = "store_true"
+        else:
+            options["type"] = str if field.default is MISSING else type(field.default)
+            options["metavar"] = meta.get("metavar") or field.name.upper()
+        parser.add_argument(flag(field), help=argparse.SUPPRESS if meta.get("hidden") else help_text, **options)
+        for alias in meta.get("aliases", ()):
+            parser.add_argument(alias, help=argparse.SUPPRESS, **options)
+
+
+def given_settings(args: argparse.Namespace, config_class: type) -> dict:
+    """The settings of ``config_class`` given on the command line."""
+    names = {field.name for field in fields(config_class)}
+    return {key: value for key, value in vars(args).items() if key in names}
+
+
+def job_settings(args: argparse.Namespace, config_class: type) -> tuple[dict, str]:
+    """A new run's settings — the ``--config`` file's, then the flags given (a flag beats the file) — and its
+    ``--out`` folder (from the flag or the file)."""
+    settings = read_settings_file(args.config, config_class, extra={"out": str}) if args.config else {}
+    out = args.out or settings.get("out")
+    settings.pop("out", None)
+    if out is None:
+        raise MiniptError("--out RUN_DIR is required (the folder the run is written into)")
+    return {**settings, **given_settings(args, config_class)}, out
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """``--out``, ``--config`` and ``--quiet``: where a new run goes, a settings file, no progress bar."""
+    parser.add_argument("--out", metavar="RUN_DIR", help="new (or empty) folder to write the run into")
+    parser.add_argument(
+        "--config", metavar="FILE", help="JSON or TOML file of settings, keys as the flags with underscores "
+        "(and 'out'); a flag given here beats the file"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # minipt pretrain
 # ----------------------------------------------------------------------------------------------------------
-
-PRETRAIN_HELP = {
-    "model": "architecture: transformer or gru",
-    "objective": "clm (next token), mlm (masked tokens, Transformer only) or mlm+nsp (MLM + next-sentence head)",
-    "corpus": "'shakespeare' (built in, as printed), 'shakespeare-flat' (built in, each speech lower-cased on one "
-    "line, as the classifiers read it) or the path of a UTF-8 text file",
-    "tokenizer": "char or bpe",
-    "bpe_vocab_size": "vocabulary size of the BPE tokenizer",
-    "val_fraction": "the last fraction of the corpus's tokens held out for validation",
-    "d_model": "Transformer width (and the GRU's embedding size)",
-    "n_layers": "number of Transformer or GRU layers",
-    "n_heads": "attention heads per Transformer layer",
-    "d_ff": "hidden size of the Transformer's feed-forward block",
-    "hidden_size": "GRU hidden state size",
-    "dropout": "dropout probability",
-    "steps": "optimizer steps",
-    "batch_size": "sequences per batch",
-    "block_size": "tokens per sequence (the context length)",
-    "lr": "peak learning rate of AdamW",
-    "warmup": "linear warmup steps before the cosine decay",
-    "weight_decay": "AdamW weight decay (weight matrices only)",
-    "grad_clip": "clip the global gradient norm to this value",
-    "grad_accum": "micro-batches whose gradients are averaged per step",
-    "eval_every": "evaluate (and save last.pt) every this many steps",
-    "eval_batches": "cap on validation batches per evaluation (0: the whole validation split)",
-    "seed": "random seed (same seed and settings give the same run)",
-    "device": "auto (CUDA when present), cpu or cuda",
-}
 
 
 def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -69,74 +87,44 @@ def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "pretrain",
         help="pretrain a language model into a run folder",
-        description="Pretrain a Transformer or GRU language model. Settings come from the defaults, then "
-        "--config FILE, then the flags given here. The run folder gets config.json, tokenizer.json, best.pt, "
-        "last.pt, metrics.jsonl, loss.png and summary.json.",
+        description="Pretrain a Transformer or GRU language model, or train a pretrained one further on new text "
+        "(--init-from). Settings come from the defaults, then --config FILE, then the flags given here. The run "
+        "folder gets config.json, tokenizer.json, best.pt, last.pt, metrics.jsonl, loss.png and summary.json.",
     )
-    parser.add_argument("--out", metavar="RUN_DIR", help="new (or empty) folder to write the run into")
+    add_run_options(parser)
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
-    parser.add_argument(
-        "--config", metavar="FILE", help="JSON or TOML file of settings, keys as the flags with underscores"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    defaults = PretrainConfig()
-    for field in fields(PretrainConfig):
-        default = getattr(defaults, field.name)
-        parser.add_argument(
-            "--" + field.name.replace("_", "-"),
-            type=type(default),
-            default=argparse.SUPPRESS,  # absent flags stay absent, so --config values are not overridden
-            help=f"{PRETRAIN_HELP[field.name]} (default: {default})",
-        )
+    add_settings(parser, PretrainConfig)
     parser.set_defaults(run=run_pretrain)
 
 
-def read_config_file(path: str) -> dict:
-    """The settings of a JSON or TOML ``--config`` file; unknown keys are an error naming the key and file."""
-    from minipt.pretrain import PretrainConfig
+def pretrain_config(args: argparse.Namespace) -> tuple[object, str]:
+    """The config and run folder of ``minipt pretrain``: a resumed run takes its saved settings (only how to
+    compute may change); a run from ``--init-from`` takes the architecture of that run."""
+    from minipt.pretrain import HOW_TO_COMPUTE, PretrainConfig
 
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-        settings = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise CommandLineError(f"--config {path}: cannot read it ({error})") from None
-    if not isinstance(settings, dict):
-        raise CommandLineError(f"--config {path}: expected a table of settings, got {type(settings).__name__}")
-    allowed = PretrainConfig.setting_names() + ["out"]
-    for key in settings:
-        if key not in allowed:
-            raise CommandLineError(f"--config {path}: unknown key {key!r} (known keys: {', '.join(allowed)})")
-    defaults = PretrainConfig()
-    for key, value in settings.items():
-        expected = str if key == "out" else type(getattr(defaults, key))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            settings[key] = float(value)
-        elif not isinstance(value, expected) or isinstance(value, bool):
-            raise CommandLineError(f"--config {path}: key {key!r} must be a {expected.__name__}, got {value!r}")
-    return settings
-
-
-def run_pretrain(args: argparse.Namespace) -> int:
-    from minipt.pretrain import PretrainConfig, flag, pretrain
-
-    given = {key: value for key, value in vars(args).items() if key in PretrainConfig.setting_names()}
     if args.resume:
-        extra = [flag(name) for name in sorted(set(given) - {"device"})]
+        given = given_settings(args, PretrainConfig)
+        extra = [flag(field) for field in fields(PretrainConfig) if field.name in given
+                 and field.name not in HOW_TO_COMPUTE]
         extra += [name for name, value in (("--config", args.config), ("--out", args.out)) if value]
         if extra:
             names = ", ".join(extra)
-            raise CommandLineError(f"--resume continues a run with its saved config.json; do not also pass {names}")
-        config = PretrainConfig(**given)
-        run_dir = args.resume
-    else:
-        settings = read_config_file(args.config) if args.config else {}
-        out = args.out or settings.pop("out", None)
-        settings.pop("out", None)
-        if out is None:
-            raise CommandLineError("--out RUN_DIR is required (the folder the run is written into)")
-        config = PretrainConfig(**{**settings, **given})
-        run_dir = out
+            raise MiniptError(f"--resume continues a run with its saved config.json; do not also pass {names}")
+        return PretrainConfig(**given), args.resume
+    settings, out = job_settings(args, PretrainConfig)
+    if settings.get("init_from"):
+        fixed = [flag(field) for field in fields(PretrainConfig) if field.metadata["architecture"]
+                 and field.name in settings]
+        if fixed:
+            raise MiniptError(f"--init-from takes the architecture and tokenizer from {settings['init_from']}; "
+                              f"do not also pass {', '.join(fixed)}")
+    return PretrainConfig(**settings), out
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from minipt.pretrain import pretrain
+
+    config, run_dir = pretrain_config(args)
     print(f"minipt pretrain: writing the run into {run_dir}", flush=True)
     result = pretrain(config, run_dir, resume=bool(args.resume), progress=not args.quiet)
     print(
@@ -173,21 +161,21 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from minipt.pretrain import PretrainConfigError, load_run
+    from minipt.pretrain import load_run
     from minipt.train import resolve_device
 
     if args.tokens < 0:
-        raise CommandLineError(f"--tokens must be >= 0, got {args.tokens}")
+        raise MiniptError(f"--tokens must be >= 0, got {args.tokens}")
     device = resolve_device(args.device)
     model, tokenizer, saved = load_run(args.run_dir, device)
     if saved["pretrain"]["objective"] != "clm":
-        raise PretrainConfigError(
+        raise MiniptError(
             f"--from {args.run_dir}: that model was pretrained with --objective {saved['pretrain']['objective']} "
             "(a bidirectional encoder fills in masked tokens); generate needs a --objective clm run"
         )
     prompt_ids = tokenizer.encode(args.prompt)
     if not prompt_ids:
-        raise CommandLineError("--prompt must contain at least one token")
+        raise MiniptError("--prompt must contain at least one token")
     generator = torch.Generator(device=device).manual_seed(args.seed)
     idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
     output = model.generate(idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=generator)
@@ -199,81 +187,39 @@ def run_generate(args: argparse.Namespace) -> int:
 # minipt finetune
 # ----------------------------------------------------------------------------------------------------------
 
-FINETUNE_HELP = {
-    "task": "shakespeare-verse, shakespeare-genre, a labelled CSV/TSV/JSONL file, or lm:TEXT_FILE (more "
-    "next-token training on new text)",
-    "freeze": "embedding + this many lowest layers frozen: an integer, 'all' (a linear probe) or 'none'",
-    "strategy": "plain, gradual (ULMFiT: unfreeze one more layer from the top in equal stages) or "
-    "discriminative (each layer down learns at --lr-decay times the rate of the one above)",
-    "epochs": "passes over the labelled training examples",
-    "lr": "peak learning rate of AdamW",
-    "batch_size": "examples per batch",
-    "max_len": "tokens kept per example (0: the pretrained model's context length)",
-    "pooling": "how the per-token vectors become one: mean, first or last",
-    "dropout": "dropout before the classification head",
-    "weight_decay": "AdamW weight decay (weight matrices only)",
-    "lr_decay": "per-layer learning-rate factor of --strategy discriminative",
-    "l2sp": "strength of the L2-SP penalty pulling pretrained weights toward their start (0: off)",
-    "reinit_top": "re-initialise this many top layers before finetuning",
-    "early_stopping": "stop after this many epochs without a better validation accuracy (0: never)",
-    "train_examples": "use only this many labelled training examples, a stratified seeded sample (0: all)",
-    "val_examples": "score only this many validation examples after each epoch, a stratified sample (0: all)",
-    "seed": "random seed (same seed and settings give the same run)",
-    "device": "auto (CUDA when present), cpu or cuda",
-    "from_scratch": "random initialisation of the same architecture (the control; --from still names the run "
-    "whose architecture and tokenizer are copied)",
-    "balanced": "class-balanced batches: every class drawn equally often on average (against collapsing to the "
-    "majority class when labels are few)",
-    "select": "validation metric that picks best.pt: accuracy or macro_f1 (better on imbalanced tasks)",
-}
-
 
 def add_finetune_parser(subparsers: argparse._SubParsersAction) -> None:
-    from minipt.classify import FinetuneConfig
+    from minipt.finetune import FinetuneConfig
 
     parser = subparsers.add_parser(
         "finetune",
         help="finetune a pretrained run on a classification task",
         description="Put a classification head on a pretrained language model and train it on a labelled task, "
-        "with a freezing strategy. The run folder gets config.json, tokenizer.json, best.pt (best validation "
-        "accuracy), last.pt, metrics.jsonl, loss.png, confusion.png, classification_report.txt and summary.json "
-        "(test split scored with best.pt).",
+        "with a freezing strategy. Settings come from the defaults, then --config FILE, then the flags given here. "
+        "The run folder gets config.json, tokenizer.json, best.pt (the best validation --select metric), last.pt, "
+        "metrics.jsonl, loss.png, confusion.png, classification_report.txt and summary.json (test split scored "
+        "with best.pt). More next-token training on new text is `minipt pretrain --init-from RUN_DIR`.",
     )
-    parser.add_argument("--from", dest="from_run", metavar="RUN_DIR", required=True, help="the pretraining run folder")
-    parser.add_argument("--out", metavar="RUN_DIR", required=True, help="new (or empty) folder to write the run into")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    defaults = FinetuneConfig(from_run="")
-    for field in fields(FinetuneConfig):
-        if field.name == "from_run":
-            continue
-        default = getattr(defaults, field.name)
-        name = "--" + field.name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(name, action="store_true", help=FINETUNE_HELP[field.name])
-        else:
-            parser.add_argument(name, type=type(default), default=default,
-                                help=f"{FINETUNE_HELP[field.name]} (default: {default})")
+    add_run_options(parser)
+    add_settings(parser, FinetuneConfig)
     parser.set_defaults(run=run_finetune)
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from minipt.classify import FinetuneConfig, config_keys, finetune
+    from minipt.finetune import FinetuneConfig, finetune
 
-    config = FinetuneConfig(**{key: getattr(args, key) for key in config_keys()})
-    print(f"minipt finetune: writing the run into {args.out}", flush=True)
-    summary = finetune(config, args.out, progress=not args.quiet)
-    if "test_accuracy" in summary:
-        print(
-            f"minipt finetune: best val accuracy {summary['best_val_accuracy']:.4f} (step {summary['best_step']}); "
-            f"test accuracy {summary['test_accuracy']:.4f}, macro-F1 {summary['test_macro_f1']:.4f} "
-            f"(majority class {summary['majority_baseline']['accuracy']:.4f}); run folder {args.out}"
-        )
-    else:
-        print(
-            f"minipt finetune: validation loss {summary['val_loss_before']:.4f} -> {summary['best_val_loss']:.4f} "
-            f"(perplexity {summary['perplexity_before']:.2f} -> {summary['perplexity_after']:.2f}); "
-            f"run folder {args.out}"
-        )
+    settings, out = job_settings(args, FinetuneConfig)
+    if "from_run" not in settings:
+        raise MiniptError("--from RUN_DIR is required (the pretraining run to finetune)")
+    config = FinetuneConfig(**settings)
+    print(f"minipt finetune: writing the run into {out}", flush=True)
+    summary = finetune(config, out, progress=not args.quiet)
+    select = config.select
+    print(
+        f"minipt finetune: best val {select} {summary[f'best_val_{select}']:.4f} (step {summary['best_step']}); "
+        f"test accuracy {summary['test_accuracy']:.4f}, macro-F1 {summary['test_macro_f1']:.4f} "
+        f"(majority class {summary['majority_baseline']['accuracy']:.4f}); run folder {out}"
+    )
     return 0
 
 
@@ -297,7 +243,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from minipt.classify import evaluate_run
+    from minipt.finetune import evaluate_run
 
     result = evaluate_run(args.run_dir, task=args.task, split=args.split, device=args.device)
     print(f"{args.run_dir}: {args.split} split, {result['examples']} examples: accuracy {result['accuracy']:.4f}, "
@@ -312,6 +258,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
+    from minipt.demo import DemoConfig
+
     parser = subparsers.add_parser(
         "demo",
         help="pretrain, finetune and compare with a from-scratch model in about 5 minutes",
@@ -319,19 +267,16 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         "shakespeare-verse with 200 labels and frozen lower layers, train the same architecture from scratch on "
         "the same labels, and compare them (and the majority class) in OUT/report.md.",
     )
-    parser.add_argument("--out", default="demo", help="new (or empty) folder for the three runs and the report "
-                        "(default: demo)")
-    parser.add_argument("--minutes", type=float, default=5.0, help="rough time budget on a 2-core CPU (default: 5)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    add_settings(parser, DemoConfig)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # seconds-long run for the tests
     parser.set_defaults(run=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from minipt.demo import DemoConfig
     from minipt.demo import run_demo as demo
 
-    demo(args.out, minutes=args.minutes, tiny=args.tiny, device=args.device, progress=not args.quiet)
+    demo(DemoConfig(**given_settings(args, DemoConfig)), progress=not args.quiet)
     return 0
 
 
@@ -358,8 +303,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``minipt ARGS``; returns the exit status (0 ok, 1 the job failed, 2 a user mistake)."""
-    from minipt.train import TrainingDivergedError
-
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse itself exits with status 2 on an unknown flag or a bad type
     if args.command is None:
@@ -367,10 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.run(args)
-    except TrainingDivergedError as error:
+    except TrainingDivergedError as error:  # first: it is a MiniptError too, but the job failed, not the user
         print(f"minipt {args.command}: error: {error}", file=sys.stderr)
         return EXIT_FAILED
-    except ValueError as error:  # every minipt input error is a ValueError subclass with a one-line message
+    except ValueError as error:  # every minipt input error is a MiniptError (a ValueError), one line long
         print(f"minipt {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -8,28 +8,30 @@ Three objectives, each a pair of small functions for :func:`minipt.train.train`:
   window where about 15% of the tokens were hidden and is scored only on those,
   :math:`\mathcal{L} = -\frac{1}{|M|}\sum_{(b,t) \in M} \log p_\theta(x_{b,t} \mid \tilde x_b)`;
 * ``mlm+nsp`` — MLM plus next-sentence prediction: the input is ``<cls> A <sep> B <sep>`` where B follows A in
-  the corpus half of the time; a small binary head on the ``<cls>`` position predicts which, and the two
-  losses are added, :math:`\mathcal{L} = \mathcal{L}_{\text{MLM}} + \mathcal{L}_{\text{NSP}}`.
+  the corpus half of the time; a small binary head on the ``<cls>`` position predicts which
+  (:class:`minipt.models.MaskedLMWithNextSentenceHead`), and the two losses are added,
+  :math:`\mathcal{L} = \mathcal{L}_{\text{MLM}} + \mathcal{L}_{\text{NSP}}`.
 
 Validation loss is the token-weighted mean over the whole validation split (every target token counted once),
 and perplexity is :math:`e^{\text{val\_loss}}` (:func:`minipt.metrics.perplexity`).
 
 :func:`pretrain` is the job behind ``minipt pretrain``; :func:`load_run` rebuilds a run's language model and
-tokenizer (for ``minipt generate`` and for finetuning).
+tokenizer (for ``minipt generate`` and for finetuning). ``init_from`` continues the training of another run's model
+on a new corpus — domain adaptation — with that run's tokenizer and architecture, the lower layers frozen if asked.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from minipt import functional as MF
-from minipt.checkpoint import load_checkpoint, write_json_atomic
+from minipt import strategies
+from minipt.checkpoint import load_checkpoint
 from minipt.data import (
     DataError,
     causal_lm_batch,
@@ -41,16 +43,18 @@ from minipt.data import (
     next_sentence_pairs,
 )
 from minipt.data.datasets import IGNORE_INDEX
+from minipt.errors import MiniptError
 from minipt.metrics import perplexity
-from minipt.models import build_model
-from minipt.models.language_model import LanguageModel, language_model_loss
+from minipt.models import MaskedLMWithNextSentenceHead, build_model
+from minipt.models.language_model import LanguageModel, evaluation_mode, language_model_loss
+from minipt.nn import set_fast
+from minipt.runs import check_new_run_dir, read_config, read_json, write_config, write_json
+from minipt.settings import COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, between, check_settings, one_of, setting
 from minipt.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
-from minipt.train import TrainConfig, TrainResult, resolve_device, train
+from minipt.train import TrainConfig, TrainResult, resolve_device, train, use_threads
 
 __all__ = [
     "PretrainConfig",
-    "PretrainConfigError",
-    "MaskedLMWithNextSentenceHead",
     "Objective",
     "PretrainingData",
     "load_data",
@@ -66,91 +70,74 @@ __all__ = [
 MODELS = ("transformer", "gru")
 OBJECTIVES = ("clm", "mlm", "mlm+nsp")
 TOKENIZERS = ("char", "bpe")
-
-
-class PretrainConfigError(ValueError):
-    """A pretraining setting is invalid, or a run folder cannot be used; the message names the setting."""
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
 class PretrainConfig:
     """Every setting of a pretraining run; the names are the CLI flags with underscores (``--d-model`` ->
-    ``d_model``). The defaults train a small character-level Transformer on Shakespeare in about 5 minutes on a
-    quiet 2-core CPU (measured: 0.40 s per step of 32 x 128 tokens, so 700 steps, plus 7 evaluations of
-    20 batches). ``d_model`` is the GRU's embedding size too; ``hidden_size`` is used by the GRU only."""
+    ``d_model``). The defaults train a small character-level Transformer on Shakespeare (its time per step is in
+    ``benchmarks/RESULTS.md``). ``d_model`` is the GRU's embedding size too; ``hidden_size`` is used by the GRU only.
+    The settings marked ``architecture=True`` define the model and the tokenizer: with ``init_from`` they are
+    taken from that run."""
 
-    model: str = "transformer"
-    objective: str = "clm"
-    corpus: str = "shakespeare"
-    tokenizer: str = "char"
-    bpe_vocab_size: int = 512
-    val_fraction: float = 0.1
-    d_model: int = 128
-    n_layers: int = 4
-    n_heads: int = 4
-    d_ff: int = 512
-    hidden_size: int = 256
-    dropout: float = 0.1
-    steps: int = 700
-    batch_size: int = 32
-    block_size: int = 128
-    lr: float = 1e-3
-    warmup: int = 50
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    eval_every: int = 100
-    eval_batches: int = 20
-    seed: int = 1337
-    device: str = "auto"
-
-    @classmethod
-    def setting_names(cls) -> list[str]:
-        """The setting names, in order."""
-        return [field.name for field in fields(cls)]
+    model: str = setting("transformer", "architecture: transformer or gru", rule=one_of(*MODELS), architecture=True)
+    objective: str = setting("clm", "clm (next token), mlm (masked tokens, Transformer only) or mlm+nsp (MLM + "
+                             "next-sentence head)", rule=one_of(*OBJECTIVES), architecture=True)
+    corpus: str = setting("shakespeare", "'shakespeare' (built in, as printed), 'shakespeare-flat' (built in, "
+                          "each speech lower-cased on one line, as the classifiers read it) or the path of a UTF-8 "
+                          "text file")
+    init_from: str = setting("", "a pretraining run folder whose model to train further on --corpus (domain "
+                             "adaptation): its tokenizer and architecture settings are used, its weights are the "
+                             "start (default: none, a new model)", metavar="RUN_DIR")
+    freeze: str = setting("none", "with --init-from: embedding + this many lowest layers frozen, an integer, 'all' "
+                          "or 'none'")
+    tokenizer: str = setting("char", "char or bpe", rule=one_of(*TOKENIZERS), architecture=True)
+    bpe_vocab_size: int = setting(512, "vocabulary size of the BPE tokenizer", rule=POSITIVE_INT, architecture=True)
+    val_fraction: float = setting(0.1, "the last fraction of the corpus's tokens held out for validation",
+                                  rule=between(0, 1, "()"))
+    d_model: int = setting(128, "Transformer width (and the GRU's embedding size)", rule=POSITIVE_INT,
+                           architecture=True)
+    n_layers: int = setting(4, "number of Transformer or GRU layers", rule=POSITIVE_INT, architecture=True)
+    n_heads: int = setting(4, "attention heads per Transformer layer", rule=POSITIVE_INT, architecture=True)
+    d_ff: int = setting(512, "hidden size of the Transformer's feed-forward block", rule=POSITIVE_INT,
+                        architecture=True)
+    hidden_size: int = setting(256, "GRU hidden state size", rule=POSITIVE_INT, architecture=True)
+    dropout: float = setting(0.1, "dropout probability", rule=between(0, 1, "[)"), architecture=True)
+    steps: int = setting(700, "optimizer steps", rule=POSITIVE_INT)
+    batch_size: int = setting(32, "sequences per batch", rule=POSITIVE_INT)
+    block_size: int = setting(128, "tokens per sequence (the context length; the Transformer's learned positions)",
+                              rule=POSITIVE_INT, architecture=True)
+    lr: float = setting(1e-3, "peak learning rate of AdamW", rule=POSITIVE)
+    warmup: int = setting(50, "linear warmup steps before the cosine decay", rule=COUNT)
+    weight_decay: float = setting(0.1, "AdamW weight decay (weight matrices only)", rule=NON_NEGATIVE)
+    grad_clip: float = setting(1.0, "clip the global gradient norm to this value", rule=POSITIVE)
+    grad_accum: int = setting(1, "micro-batches whose gradients are averaged per step", rule=POSITIVE_INT)
+    eval_every: int = setting(100, "evaluate (and save last.pt) every this many steps", rule=POSITIVE_INT)
+    eval_batches: int = setting(20, "cap on validation batches per evaluation (0: the whole validation split)",
+                                rule=COUNT)
+    seed: int = setting(1337, "random seed (same seed and settings give the same run)", rule=COUNT)
+    device: str = setting("auto", "auto (CUDA when present), cpu or cuda", rule=one_of(*DEVICES))
+    threads: int = setting(0, "CPU threads torch may use (0: every core)", rule=COUNT)
 
     def check(self) -> None:
-        """Raise :class:`PretrainConfigError` naming the first invalid setting (as its ``--flag``)."""
-        choices = {"model": MODELS, "objective": OBJECTIVES, "tokenizer": TOKENIZERS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                value = getattr(self, name)
-                raise PretrainConfigError(f"{flag(name)} must be one of {', '.join(allowed)}; got {value!r}")
-        positive = ["bpe_vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "hidden_size", "steps", "batch_size",
-                    "block_size", "grad_accum", "eval_every"]
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise PretrainConfigError(f"{flag(name)} must be a positive integer, got {value!r}")
-        for name in ["warmup", "eval_batches", "seed"]:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise PretrainConfigError(f"{flag(name)} must be an integer >= 0, got {value!r}")
+        """Raise :class:`~minipt.errors.MiniptError` naming the first invalid setting (as its ``--flag``); a
+        device that is not there (``cuda`` without a GPU) is one too."""
+        check_settings(self)
         if not self.warmup < self.steps:
-            raise PretrainConfigError(f"--warmup ({self.warmup}) must be smaller than --steps ({self.steps})")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise PretrainConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise PretrainConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        for name in ["lr", "grad_clip"]:
-            if not getattr(self, name) > 0:
-                raise PretrainConfigError(f"{flag(name)} must be > 0, got {getattr(self, name)}")
-        if self.weight_decay < 0:
-            raise PretrainConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise PretrainConfigError(f"--device must be one of auto, cpu, cuda; got {self.device!r}")
+            raise MiniptError(f"--warmup ({self.warmup}) must be smaller than --steps ({self.steps})")
         if self.objective != "clm" and self.model == "gru":
-            raise PretrainConfigError(
+            raise MiniptError(
                 f"--objective {self.objective} needs a bidirectional model: use --model transformer "
                 "(a GRU reads left to right, so it can only be pretrained with --objective clm)"
             )
         if self.model == "transformer" and self.d_model % self.n_heads != 0:
-            raise PretrainConfigError(f"--d-model ({self.d_model}) must be divisible by --n-heads ({self.n_heads})")
-
-
-def flag(name: str) -> str:
-    """The CLI flag of a setting: ``d_model`` -> ``--d-model``."""
-    return "--" + name.replace("_", "-")
+            raise MiniptError(f"--d-model ({self.d_model}) must be divisible by --n-heads ({self.n_heads})")
+        if self.init_from:
+            strategies.parse_freeze(self.freeze, self.n_layers)
+        elif self.freeze != "none":
+            raise MiniptError("--freeze needs --init-from RUN_DIR (the run whose model is trained further)")
+        resolve_device(self.device)  # no CUDA: fail now, before anything is written
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -300,27 +287,6 @@ def masked_lm_objective(train_ids: Tensor, val_ids: Tensor, config: PretrainConf
     return Objective(next_batch, lm_loss, lambda model: lm_validation(model, val_batches), generator)
 
 
-class MaskedLMWithNextSentenceHead(nn.Module):
-    r"""A bidirectional language model plus BERT's next-sentence head on the ``<cls>`` position (position 0):
-
-    .. math:: z^{\text{NSP}}_b = W\, h_{b,0} + c \in \mathbb{R}^2 \quad (\text{class 1: B follows A})
-
-    ``lm`` is the :class:`~minipt.models.TransformerLM` (``causal=False``); ``nsp_head`` is
-    ``nn.Linear(d_model, 2)``. minipt's Transformer has no segment embeddings: the ``<sep>`` token alone marks
-    where B starts (RoBERTa-style inputs).
-    """
-
-    def __init__(self, lm: LanguageModel) -> None:
-        super().__init__()
-        self.lm = lm
-        self.nsp_head = nn.Linear(lm.hidden_size, 2)
-
-    def forward(self, idx: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Token logits ``(B, T, V)`` and next-sentence logits ``(B, 2)``, from one pass over ``idx`` ``(B, T)``."""
-        features = self.lm.features(idx, attention_mask)  # (B, T, C)
-        return self.lm.lm_head(features), self.nsp_head(features[:, 0, :])  # (B, T, V), (B, 2)
-
-
 def paragraphs_and_documents(text: str, paragraphs_per_document: int = 4) -> tuple[list[str], list[int]]:
     """The text's paragraphs (blocks separated by a blank line, e.g. Shakespeare's speeches; the lines, for a text
     without blank lines) and a document id for each: consecutive paragraphs are grouped
@@ -422,6 +388,8 @@ def build_objective(config: PretrainConfig, data: PretrainingData) -> Objective:
 # The job
 # ----------------------------------------------------------------------------------------------------------
 
+HOW_TO_COMPUTE = ("device", "threads")  # the settings a resumed run may change: how it computes, not what
+
 
 def train_config(config: PretrainConfig, progress: bool) -> TrainConfig:
     """The training loop's settings for this pretraining config (no early stopping)."""
@@ -429,41 +397,74 @@ def train_config(config: PretrainConfig, progress: bool) -> TrainConfig:
         steps=config.steps,
         lr=config.lr,
         weight_decay=config.weight_decay,
-        warmup_steps=config.warmup,
+        warmup=config.warmup,
         grad_clip=config.grad_clip,
-        grad_accum_steps=config.grad_accum,
+        grad_accum=config.grad_accum,
         eval_every=config.eval_every,
         device=config.device,
         progress=progress,
     )
 
 
-def build_pretraining_model(config: PretrainConfig, tokenizer: Tokenizer) -> nn.Module:
-    """The language model (wrapped with a next-sentence head for ``mlm+nsp``), seeded by ``config.seed``."""
+def build_pretraining_model(config: PretrainConfig, tokenizer: Tokenizer, fast: bool = False) -> nn.Module:
+    """The language model (wrapped with a next-sentence head for ``mlm+nsp``), seeded by ``config.seed``.
+    ``fast=True`` switches its layers to their fast paths (:func:`minipt.nn.set_fast`): same numbers, less time."""
     torch.manual_seed(config.seed)
     architecture, settings = model_settings(config, tokenizer)
     model = build_model(architecture, **settings)
-    return MaskedLMWithNextSentenceHead(model) if config.objective == "mlm+nsp" else model
+    if config.objective == "mlm+nsp":
+        model = MaskedLMWithNextSentenceHead(model)
+    return set_fast(model, True) if fast else model
 
 
-def check_new_run_dir(run_dir: Path) -> None:
-    """A new run must not overwrite an old one: the folder must be absent or empty."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise PretrainConfigError(
-            f"--out {run_dir} already exists and is not empty; choose a new folder, or continue that run "
-            f"with --resume {run_dir}"
-        )
+def checkpoint_path(run_dir: Path) -> Path:
+    """A run's ``best.pt``, or its ``last.pt`` when there is no best."""
+    path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
+    if not path.exists():
+        raise MiniptError(f"run folder {run_dir} has neither best.pt nor last.pt")
+    return path
 
 
-def read_run_config(run_dir: Path) -> dict:
-    """The ``config.json`` of a run folder (a clear error when the folder or file is missing or broken)."""
-    path = run_dir / "config.json"
-    if not run_dir.is_dir():
-        raise PretrainConfigError(f"run folder {run_dir} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise PretrainConfigError(f"{path}: cannot read the run's config ({error})") from None
+def resumed_config(config: PretrainConfig, run_dir: Path) -> tuple[PretrainConfig, Tokenizer]:
+    """The saved config of the run in ``run_dir`` (with ``config``'s device and threads) and its tokenizer."""
+    saved = read_config(run_dir)
+    resumed = PretrainConfig(**{**saved["pretrain"], **{name: getattr(config, name) for name in HOW_TO_COMPUTE}})
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    if not (run_dir / "last.pt").exists():
+        raise MiniptError(f"--resume {run_dir}: there is no last.pt to continue from")
+    return resumed, tokenizer
+
+
+def config_from_run(config: PretrainConfig) -> tuple[PretrainConfig, Tokenizer]:
+    """For ``init_from``: ``config`` with the architecture and tokenizer settings of that run, and its tokenizer."""
+    run_dir = Path(config.init_from)
+    saved = read_config(run_dir)["pretrain"]
+    architecture = {field.name: saved[field.name] for field in fields(config) if field.metadata["architecture"]}
+    return replace(config, **architecture), load_tokenizer(run_dir / "tokenizer.json")
+
+
+def start_from_run(model: nn.Module, config: PretrainConfig, objective: Objective) -> dict[str, float | str]:
+    """Load the ``init_from`` run's weights into ``model``; return the validation loss and perplexity on the new
+    corpus before any training (for ``summary.json``)."""
+    model.load_state_dict(load_checkpoint(checkpoint_path(Path(config.init_from)))["model"])
+    with torch.no_grad(), evaluation_mode(model):
+        before = objective.evaluate(model)
+    return {"init_from": config.init_from, "val_loss_before": before["val_loss"],
+            "perplexity_before": before["perplexity"]}
+
+
+def write_run_files(run_dir: Path, config: PretrainConfig, data: PretrainingData) -> None:
+    """The new run folder's ``tokenizer.json`` and ``config.json`` (settings, model, tokenizer, loop, data sizes)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data.tokenizer.save(run_dir / "tokenizer.json")
+    architecture, settings = model_settings(config, data.tokenizer)
+    write_config(run_dir, {
+        "pretrain": asdict(config),
+        "model": {"architecture": architecture, **settings},
+        "tokenizer": {"kind": config.tokenizer, "vocab_size": data.tokenizer.vocab_size},
+        "train": asdict(train_config(config, progress=False)),
+        "data": {"train_tokens": len(data.train_ids), "val_tokens": len(data.val_ids)},
+    })
 
 
 def pretrain(
@@ -472,62 +473,48 @@ def pretrain(
     """Build tokenizer, data, model and objective from ``config`` and train, writing the run into ``run_dir``.
 
     ``resume=True`` continues the run in ``run_dir`` with its own ``config.json`` and ``tokenizer.json``
-    (``config`` then only supplies ``device``).
+    (``config`` then only supplies ``device`` and ``threads``). With ``config.init_from`` the model starts from
+    that run's weights, with its tokenizer and architecture settings (``config``'s own are replaced), and the
+    embedding and the lowest ``config.freeze`` layers stay fixed; ``summary.json`` then also holds the validation
+    loss before training. The model trains on its fast path (:func:`minipt.nn.set_fast`).
     """
-    run_dir = Path(run_dir)
+    run_dir, tokenizer = Path(run_dir), None
     if resume:
-        saved = read_run_config(run_dir)
-        config = PretrainConfig(**{**saved["pretrain"], "device": config.device})
-        tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-        if not (run_dir / "last.pt").exists():
-            raise PretrainConfigError(f"--resume {run_dir}: there is no last.pt to continue from")
+        config, tokenizer = resumed_config(config, run_dir)
     else:
-        check_new_run_dir(run_dir)
-        tokenizer = None
+        check_new_run_dir(run_dir, hint=f", or continue that run with --resume {run_dir}")
+        if config.init_from:
+            config, tokenizer = config_from_run(config)
     config.check()
-    resolve_device(config.device)  # no CUDA: fail now, before anything is written
+    use_threads(config.threads)
     data = load_data(config, tokenizer)
-    model = build_pretraining_model(config, data.tokenizer)
+    model = build_pretraining_model(config, data.tokenizer, fast=True)
     objective = build_objective(config, data)
+    before = start_from_run(model, config, objective) if config.init_from and not resume else {}
+    if config.init_from:
+        strategies.freeze(model, config.freeze)  # on resume too: the optimizer must leave the frozen part out
     if not resume:
-        tokenizer = data.tokenizer
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(run_dir / "tokenizer.json")
-        architecture, settings = model_settings(config, tokenizer)
-        write_json_atomic(
-            run_dir / "config.json",
-            {
-                "pretrain": asdict(config),
-                "model": {"architecture": architecture, **settings},
-                "tokenizer": {"kind": config.tokenizer, "vocab_size": tokenizer.vocab_size},
-                "train": asdict(train_config(config, progress=False)),
-                "data": {"train_tokens": len(data.train_ids), "val_tokens": len(data.val_ids)},
-            },
-        )
-    return train(
-        model,
-        next_batch=objective.next_batch,
-        loss_fn=objective.loss_fn,
-        evaluate=objective.evaluate,
-        config=train_config(config, progress),
-        run_dir=run_dir,
-        generator=objective.generator,
-        resume=resume,
-    )
+        write_run_files(run_dir, config, data)
+    result = train(model, next_batch=objective.next_batch, loss_fn=objective.loss_fn, evaluate=objective.evaluate,
+                   config=train_config(config, progress), run_dir=run_dir, generator=objective.generator,
+                   resume=resume)
+    if before:
+        write_json(run_dir / "summary.json", {**read_json(run_dir / "summary.json"), **before})
+    return result
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[LanguageModel, Tokenizer, dict]:
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", fast: bool = False
+) -> tuple[LanguageModel, Tokenizer, dict]:
     """The language model of a pretraining run (``best.pt``, or ``last.pt`` when there is no best), its
-    tokenizer and its config dict. For ``mlm+nsp`` runs the next-sentence head is dropped."""
+    tokenizer and its config dict. For ``mlm+nsp`` runs the next-sentence head is dropped. The model computes on
+    the readable path unless ``fast=True`` (:func:`minipt.nn.set_fast`)."""
     run_dir = Path(run_dir)
-    saved = read_run_config(run_dir)
+    saved = read_config(run_dir)
     config = PretrainConfig(**saved["pretrain"])
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
-    if not path.exists():
-        raise PretrainConfigError(f"run folder {run_dir} has neither best.pt nor last.pt")
-    checkpoint = load_checkpoint(path)
-    model = build_pretraining_model(config, tokenizer)
+    checkpoint = load_checkpoint(checkpoint_path(run_dir))
+    model = build_pretraining_model(config, tokenizer, fast=fast)
     model.load_state_dict(checkpoint["model"])
     if isinstance(model, MaskedLMWithNextSentenceHead):
         model = model.lm

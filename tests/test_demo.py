@@ -6,8 +6,8 @@ import json
 from collections import Counter
 
 from minipt import cli
-from minipt.classify import select_train_examples
 from minipt.data import load_task
+from minipt.finetune import select_train_examples
 
 
 def test_tiny_demo_end_to_end(tmp_path, capsys):

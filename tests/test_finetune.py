@@ -1,244 +1,252 @@
-"""The finetuning strategies of minipt.finetune, on tiny real models."""
+"""The finetuning job (minipt.finetune) and the `minipt finetune` / `minipt evaluate` commands, on a tiny
+pretrained run and a tiny labelled file."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import replace
 
 import pytest
 import torch
 
-from minipt import finetune
-from minipt.models import GRULM, SequenceClassifier, TransformerLM
-from minipt.optim import AdamW
+from minipt import cli
+from minipt.checkpoint import load_checkpoint
+from minipt.data import LabelledData
+from minipt.errors import MiniptError
+from minipt.finetune import FinetuneConfig, evaluate_run, finetune, majority_baseline, select_train_examples
+from minipt.pretrain import PretrainConfig, load_run, pretrain
 
-VOCAB, T, B = 20, 8, 4
-
-
-def tiny_transformer(seed: int = 0, n_layers: int = 3) -> TransformerLM:
-    torch.manual_seed(seed)
-    return TransformerLM(VOCAB, d_model=16, n_layers=n_layers, n_heads=2, d_ff=32, max_len=T, dropout=0.1)
+CORPUS = "the rose is red and the sky is blue; so sing the birds of may in the wood.\n" * 60
 
 
-def tiny_gru(seed: int = 0) -> GRULM:
-    torch.manual_seed(seed)
-    return GRULM(VOCAB, d_embed=16, hidden_size=16, n_layers=3, dropout=0.1)
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A 2-layer character Transformer pretrained for 6 steps on a tiny corpus."""
+    folder = tmp_path_factory.mktemp("finetune")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    config = PretrainConfig(corpus=str(corpus), d_model=16, n_layers=2, n_heads=2, d_ff=32, block_size=32, steps=6,
+                            batch_size=4, warmup=1, eval_every=6, eval_batches=1, seed=0, device="cpu", threads=1)
+    pretrain(config, folder / "pretrain", progress=False)
+    # two classes a tiny model can tell apart: 30 "rose" speeches and 20 "bird" speeches
+    rows = ["text,label"] + [f"the rose is red {i % 7} and so is the rose,rose" for i in range(30)]
+    rows += [f"sing birds of may in the wood {i % 5} sing,bird" for i in range(20)]
+    task = folder / "task.csv"
+    task.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder, folder / "pretrain", task
 
 
-def classifier(backbone) -> SequenceClassifier:
-    return SequenceClassifier(backbone, num_classes=2, pooling="mean", dropout=0.1)
+def base_config(pretrained, **changes) -> FinetuneConfig:
+    _, run, task = pretrained
+    config = FinetuneConfig(from_run=str(run), task=str(task), epochs=2, batch_size=8, lr=3e-3, seed=0, device="cpu",
+                            threads=1)
+    return replace(config, **changes)
 
 
-def batch(seed: int = 1):
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(5, VOCAB, (B, T), generator=generator)
-    labels = torch.tensor([0, 1, 0, 1])
-    return input_ids, labels
+def part_size(module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
-def trainable_names(model) -> set[str]:
-    return {name for name, p in model.named_parameters() if p.requires_grad}
+# ------------------------------------------------------------------------------------------------------
+# Pieces
+# ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make_backbone", [tiny_transformer, tiny_gru])
-def test_freeze_k_leaves_frozen_tensors_bit_identical_and_without_optimizer_state(make_backbone):
-    model = classifier(make_backbone())
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    frozen = finetune.freeze(model, 2)
-    assert frozen == [model.embedding, model.layers[0], model.layers[1]]
-    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
-    model.train()
-    input_ids, labels = batch()
-    for _ in range(5):
-        optimizer.zero_grad()
-        _, loss = model(input_ids, labels=labels)
-        loss.backward()
-        optimizer.step()
-    frozen_ids = {id(p) for module in frozen for p in module.parameters()}
-    for name, p in model.named_parameters():
-        if id(p) in frozen_ids:
-            assert torch.equal(p, before[name]), f"{name} changed although frozen"
-            assert p not in optimizer.state, f"{name} has optimizer state although frozen"
-            assert p.grad is None
-    # the top layer and the head did train
-    assert not torch.equal(model.head.weight, before["head.weight"])
-    top_layer_params = list(model.layers[2].parameters())
-    assert any(p in optimizer.state for p in top_layer_params)
+def test_select_train_examples_is_stratified_with_exact_counts():
+    examples = [(f"a{i}", "a") for i in range(30)] + [(f"b{i}", "b") for i in range(10)]
+    # n = 8: exact shares 8 * 30/40 = 6 and 8 * 10/40 = 2
+    chosen = select_train_examples(examples, 8, seed=3)
+    assert sorted(y for _, y in chosen).count("a") == 6 and len(chosen) == 8
+    # n = 7: shares 5.25 and 1.75 -> floors 5 + 1 = 6, the one place left goes to the larger remainder (b, 0.75)
+    chosen = select_train_examples(examples, 7, seed=3)
+    assert [y for _, y in chosen].count("a") == 5 and [y for _, y in chosen].count("b") == 2
+    assert len(set(chosen)) == 7 and set(chosen) <= set(examples)
+    assert select_train_examples(examples, 7, seed=3) == chosen  # seeded
+    assert select_train_examples(examples, 7, seed=4) != chosen
+    assert sorted(select_train_examples(examples, 0, seed=3)) == sorted(examples)  # 0: every example
 
 
-def test_freeze_counts_match_the_strategy():
-    model = classifier(tiny_transformer())
-    parts = [model.embedding, *model.layers]
-    size = [sum(p.numel() for p in part.parameters()) for part in parts]
-    total = model.num_parameters()
-    for k in range(0, 4):
-        finetune.freeze(model, k)
-        # frozen = embedding + lowest k layers (k = 0: nothing, full finetuning)
-        expected_frozen = 0 if k == 0 else size[0] + sum(size[1 : 1 + k])
-        assert model.num_parameters(trainable_only=True) == total - expected_frozen
-    finetune.freeze(model, "all")  # linear probe: only final norm and heads train
-    assert all(not name.startswith(("backbone.embedding", "backbone.layers")) for name in trainable_names(model))
-    finetune.freeze(model, "none")
-    assert model.num_parameters(trainable_only=True) == total
+def test_majority_baseline_by_hand():
+    data = LabelledData(train=[("x", "a"), ("y", "a"), ("z", "b")], validation=[],
+                        test=[("p", "a"), ("q", "b"), ("r", "b"), ("s", "b")], labels=["a", "b"], name="t")
+    baseline = majority_baseline(data)
+    # always "a" (2 of 3 training labels): right on 1 of the 4 test examples
+    # class a: precision 1/4, recall 1/1 -> F1 = 2 (1/4)(1) / (1/4 + 1) = 0.4; class b: never predicted -> F1 0
+    assert baseline["label"] == "a"
+    assert baseline["accuracy"] == pytest.approx(0.25)
+    assert baseline["macro_f1"] == pytest.approx(0.2)
 
 
-def test_freeze_rejects_bad_values_with_a_clear_message():
-    model = tiny_transformer()
-    with pytest.raises(ValueError, match="between 0 and 3"):
-        finetune.freeze(model, 4)
-    with pytest.raises(ValueError, match="'all' or 'none'"):
-        finetune.freeze(model, "some")
+# ------------------------------------------------------------------------------------------------------
+# The job
+# ------------------------------------------------------------------------------------------------------
 
 
-def test_frozen_modules_are_put_in_eval_mode():
-    model = classifier(tiny_transformer())
-    finetune.freeze(model, 1)
-    assert not model.embedding.training and not model.layers[0].training
-    assert model.layers[1].training and model.head.training
+def test_finetune_frozen_writes_the_run_and_leaves_frozen_weights_bit_identical(pretrained, tmp_path):
+    _, run, _ = pretrained
+    summary = finetune(base_config(pretrained, freeze="1"), tmp_path / "ft", progress=False)
+    for name in ["config.json", "tokenizer.json", "best.pt", "last.pt", "metrics.jsonl", "loss.png", "confusion.png",
+                 "classification_report.txt", "summary.json"]:
+        assert (tmp_path / "ft" / name).exists(), name
+    pretrained_lm, _, _ = load_run(run)
+    best = load_checkpoint(tmp_path / "ft" / "best.pt")["model"]
+    last = load_checkpoint(tmp_path / "ft" / "last.pt")
+    for name, value in pretrained_lm.state_dict().items():
+        if name.startswith(("embedding.", "layers.0.", "lm_head.")):  # lm_head is tied to the embedding
+            assert torch.equal(best[f"backbone.{name}"], value), name
+            assert torch.equal(last["model"][f"backbone.{name}"], value), name
+    changed = [n for n, v in pretrained_lm.state_dict().items() if not torch.equal(last["model"][f"backbone.{n}"], v)]
+    assert any(name.startswith("layers.1.") for name in changed)
+    # trainable = total - embedding - layers.0; the optimizer holds state for exactly the trainable tensors
+    expected = summary["total_params"] - part_size(pretrained_lm.embedding) - part_size(pretrained_lm.layers[0])
+    assert summary["trainable_params"] == expected
+    n_trainable_tensors = len(list(pretrained_lm.layers[1].parameters())) + 2 + 2  # + final norm + head
+    assert len(last["optimizer"]["state"]) == n_trainable_tensors
+    # 40 training rows (80% of 50) / batch 8 = 5 steps per epoch, 2 epochs, one evaluation per epoch
+    records = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10]
+    assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in records)
+    for key in ["test_accuracy", "test_macro_f1", "wall_seconds", "seconds_per_step", "settings"]:
+        assert key in summary
+    # evaluate_run reloads best.pt and must reproduce the test numbers exactly
+    evaluation = evaluate_run(tmp_path / "ft")
+    assert evaluation["accuracy"] == summary["test_accuracy"]
+    assert evaluation["macro_f1"] == summary["test_macro_f1"]
+    assert "rose" in (tmp_path / "ft" / "classification_report.txt").read_text()
 
 
-def test_gradual_unfreezing_schedule_is_exact():
-    # 3 layers, a stage every 10 steps: head only, then one more layer from the top per stage
-    steps = (0, 9, 10, 19, 20, 29, 30, 99)
-    schedule = {step: finetune.gradual_unfreezing_k(step, every=10, n_layers=3) for step in steps}
-    assert schedule == {0: 3, 9: 3, 10: 2, 19: 2, 20: 1, 29: 1, 30: 0, 99: 0}
-    # which layers train at each stage
-    model = tiny_transformer()
-    expected_trainable_layers = {0: [], 1: [2], 2: [1, 2], 3: [0, 1, 2]}
-    for stage, layers in expected_trainable_layers.items():
-        finetune.freeze(model, finetune.gradual_unfreezing_k(stage * 10, every=10, n_layers=3))
-        trainable = [i for i, layer in enumerate(model.layers) if all(p.requires_grad for p in layer.parameters())]
-        assert trainable == layers, f"stage {stage}"
-        assert all(p.requires_grad for p in model.embedding.parameters()) == (stage == 3)
-    with pytest.raises(ValueError):
-        finetune.gradual_unfreezing_k(0, every=0, n_layers=3)
+def test_from_scratch_trains_everything_from_a_fresh_start(pretrained, tmp_path):
+    summary = finetune(base_config(pretrained, from_scratch=True, epochs=1), tmp_path / "scratch", progress=False)
+    assert summary["trainable_params"] == summary["total_params"]
+    assert summary["settings"]["from_scratch"] is True
 
 
-def test_discriminative_learning_rates():
-    model = classifier(tiny_transformer())
-    groups = finetune.discriminative_param_groups(model, lr=1.0, decay=0.5, weight_decay=0.1)
-    # top level T = 3 layers + 1 = 4: embedding 0.5^4, layers 0.5^3, 0.5^2, 0.5^1, top 1
-    lr_by_level = {group["name"]: group["lr"] for group in groups}
-    assert lr_by_level == {"embedding": 0.0625, "layers.0": 0.125, "layers.1": 0.25, "layers.2": 0.5, "top": 1.0}
-    listed = [p for g in groups for p in g["params"]]
-    assert len(listed) == len({id(p) for p in listed}) == len(list(model.parameters()))
-    # weight decay only on weight matrices: embeddings, biases and norm gains get none
-    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
-    assert id(model.layers[0].linear1.weight) in decayed and id(model.head.weight) in decayed
-    assert id(model.layers[0].linear1.bias) not in decayed and id(model.layers[0].norm1.weight) not in decayed
-    assert not decayed & {id(p) for p in model.embedding.parameters()}
-    # frozen parts are left out
-    finetune.freeze(model, 2)
-    names = {g["name"] for g in finetune.discriminative_param_groups(model, lr=1.0, decay=0.5)}
-    assert names == {"layers.2", "top"}
+def test_gradual_unfreezing_in_the_training_loop_follows_the_schedule(pretrained, tmp_path):
+    # 3 epochs x 5 steps = 15 steps; 2 layers -> 3 stages of ceil(15 / 3) = 5 steps:
+    # steps 1-5 the top only, 6-10 + layers.1, 11-15 + layers.0 and the embedding
+    finetune(base_config(pretrained, strategy="gradual", epochs=3), tmp_path / "gradual", progress=False)
+    state = load_checkpoint(tmp_path / "gradual" / "last.pt")["optimizer"]["state"]
+    steps_taken = sorted(int(s["step"].item()) for s in state.values())
+    _, run, _ = pretrained
+    lm, _, _ = load_run(run)
+    n_layer = len(list(lm.layers[0].parameters()))
+    n_embedding = len(list(lm.embedding.parameters()))  # token (tied with lm_head) and position
+    assert steps_taken == [5] * (n_layer + n_embedding) + [10] * n_layer + [15] * 4
 
 
-def test_reinit_top_layers_changes_only_the_top():
-    model = tiny_transformer(n_layers=3)
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    finetune.reinit_top_layers(model, 1, generator=torch.Generator().manual_seed(5))
-    for name, p in model.named_parameters():
-        changed = not torch.equal(p, before[name])
-        if name.startswith("layers.2.") and name.endswith("weight") and "norm" not in name:
-            assert changed, name
-        if not name.startswith("layers.2."):
-            assert not changed, name
-    with pytest.raises(ValueError):
-        finetune.reinit_top_layers(model, 4)
+def test_discriminative_learning_rates_reach_the_optimizer(pretrained, tmp_path):
+    finetune(base_config(pretrained, strategy="discriminative", lr_decay=0.5, epochs=1), tmp_path / "d", progress=False)
+    groups = load_checkpoint(tmp_path / "d" / "last.pt")["optimizer"]["param_groups"]
+    # top level T = 2 layers + 1 = 3: embedding 3e-3 * 0.5^3, layers 0.5^2 and 0.5^1, top 3e-3
+    # (a level may have two groups, with and without weight decay, at the same lr)
+    assert {g["name"]: g["initial_lr"] for g in groups} == {
+        "embedding": 3e-3 * 0.125, "layers.0": 3e-3 * 0.25, "layers.1": 3e-3 * 0.5, "top": 3e-3}
 
 
-def test_l2sp_penalty_value_and_pull():
-    model = classifier(tiny_transformer())
-    reference = finetune.snapshot(model.backbone)
-    reference = {f"backbone.{name}": value for name, value in reference.items()}
-    assert finetune.l2sp_penalty(model, reference, strength=0.1).item() == 0.0
-    # move one weight by +0.5 in two entries: penalty = 0.1 * (0.5^2 + 0.5^2) = 0.05
-    with torch.no_grad():
-        model.backbone.layers[0].linear1.weight[0, :2] += 0.5
-    penalty = finetune.l2sp_penalty(model, reference, strength=0.1)
-    assert penalty.item() == pytest.approx(0.05, abs=1e-6)
-    # its gradient 2 * lambda * (w - w0) = 0.1 points back to the reference
-    penalty.backward()
-    assert model.backbone.layers[0].linear1.weight.grad[0, :2].tolist() == pytest.approx([0.1, 0.1], abs=1e-6)
-    # frozen parameters do not count
-    finetune.freeze(model, "all")
-    assert finetune.l2sp_penalty(model, reference, strength=0.1).item() == 0.0
+def test_bad_settings_name_the_flag(pretrained, tmp_path):
+    with pytest.raises(MiniptError, match="--strategy"):
+        finetune(base_config(pretrained, strategy="sideways"), tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="--freeze must be between 0 and 2"):
+        finetune(base_config(pretrained, freeze="3"), tmp_path / "y", progress=False)
+    with pytest.raises(MiniptError, match="--max-len 64 exceeds"):
+        finetune(base_config(pretrained, max_len=64), tmp_path / "z", progress=False)
+    with pytest.raises(MiniptError, match="minipt pretrain --init-from RUN_DIR --corpus new.txt"):
+        finetune(base_config(pretrained, task="lm:new.txt"), tmp_path / "w", progress=False)
 
 
-def test_trainable_parameter_table_adds_up():
-    model = classifier(tiny_gru())
-    finetune.freeze(model, 2)
-    rows = finetune.trainable_parameter_table(model)
-    assert [row[0] for row in rows] == ["embedding", "layers.0", "layers.1", "layers.2", "top (norm + heads)"]
-    assert sum(row[2] for row in rows) == model.num_parameters()
-    assert sum(row[1] for row in rows) == model.num_parameters(trainable_only=True)
-    assert rows[0][1] == rows[1][1] == rows[2][1] == 0 and rows[3][1] == rows[3][2]
+# ------------------------------------------------------------------------------------------------------
+# The command line
+# ------------------------------------------------------------------------------------------------------
 
 
-def test_format_parameter_table_totals():
-    rows = [("embedding", 0, 100), ("layers.0", 0, 30), ("top (norm + heads)", 20, 20)]
-    text = finetune.format_parameter_table(rows)
-    lines = text.splitlines()
-    assert lines[0].split() == ["part", "trainable", "total"]
-    assert lines[1].split() == ["embedding", "0", "100"]
-    # 20 of 150 trainable: 13.3%
-    assert lines[-1].split() == ["all", "20", "150", "(13.3%", "trainable)"]
+def test_cli_finetune_then_evaluate(pretrained, tmp_path, capsys):
+    _, run, task = pretrained
+    out = tmp_path / "cli"
+    status = cli.main(["finetune", "--from", str(run), "--task", str(task), "--freeze", "all", "--epochs", "1",
+                       "--batch-size", "8", "--device", "cpu", "--threads", "1", "--out", str(out), "--quiet"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "layers.1" in printed and "trainable" in printed  # the parameter table came first
+    summary = json.loads((out / "summary.json").read_text())
+    assert cli.main(["evaluate", "--from", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{summary['test_accuracy']:.4f}" in printed and "rose" in printed
 
 
-def test_the_training_loop_keeps_frozen_modules_in_eval_mode():
-    from minipt.train import keep_frozen_modules_in_eval
-
-    model = classifier(tiny_transformer())
-    finetune.freeze(model, 2)
-    model.train()  # what the loop does at every step ...
-    keep_frozen_modules_in_eval(model)  # ... followed by this
-    assert not model.embedding.training and not model.embedding.dropout.training
-    assert not model.layers[0].training and not model.layers[1].training
-    assert model.layers[2].training and model.head.training and model.dropout.training
-
-
-def test_gradual_unfreezing_with_one_optimizer_gives_frozen_layers_no_state_and_no_decay():
-    from minipt.optim import param_groups
-
-    model = classifier(tiny_transformer(n_layers=3))
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    finetune.freeze(model, 0)
-    optimizer = AdamW(param_groups(model, weight_decay=0.5), lr=1e-2, weight_decay=0.5)  # every parameter
-    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    assert held == {id(p) for p in model.parameters()}
-    input_ids, labels = batch()
-
-    def layer_state(i: int) -> tuple[bool, bool]:
-        """(has optimizer state, is bit-identical to the start) for every tensor of layer i."""
-        params = dict(model.named_parameters())
-        names = [name for name in params if name.startswith(f"backbone.layers.{i}.")]
-        return (all(params[n] in optimizer.state for n in names),
-                all(torch.equal(params[n], before[n]) for n in names))
-
-    seen = {}
-    for step in range(8):  # stages of 2 steps: k = 3, 3, 2, 2, 1, 1, 0, 0
-        finetune.freeze(model, finetune.gradual_unfreezing_k(step, every=2, n_layers=3))
-        optimizer.zero_grad(set_to_none=True)
-        _, loss = model(input_ids, labels=labels)
-        loss.backward()
-        optimizer.step()
-        seen[step] = [layer_state(i) for i in range(3)]
-    untouched, trained = (False, True), (True, False)
-    assert seen[1] == [untouched, untouched, untouched]  # head only
-    assert seen[3] == [untouched, untouched, trained]  # + the top layer
-    assert seen[5] == [untouched, trained, trained]
-    assert seen[7] == [trained, trained, trained]
-    # the embedding trained only in the last stage (steps 6, 7): 2 AdamW steps
-    assert optimizer.state[model.embedding.token.weight]["step"].item() == 2.0
+def test_cli_finetune_config_file_flags_win_and_the_old_early_stopping_spelling_still_works(pretrained, tmp_path):
+    _, run, task = pretrained
+    settings = tmp_path / "settings.toml"
+    settings.write_text(f'from_run = "{run}"\ntask = "{task}"\nepochs = 3\nbatch_size = 8\nlr = 2e-3\n'
+                        f'freeze = "all"\nout = "{tmp_path / "file"}"\n', encoding="utf-8")
+    status = cli.main(["finetune", "--config", str(settings), "--epochs", "1", "--early-stopping", "2",
+                       "--device", "cpu", "--threads", "1", "--quiet"])
+    assert status == 0
+    saved = json.loads((tmp_path / "file" / "config.json").read_text())["finetune"]
+    assert saved["epochs"] == 1 and saved["lr"] == 2e-3 and saved["patience"] == 2  # flags beat the file
 
 
-def test_frozen_gru_layers_get_no_dropout_on_their_inputs():
-    # GRULM applies dropout between layers; the dropout in front of a frozen layer belongs to that layer and is off
-    torch.manual_seed(0)
-    model = GRULM(VOCAB, d_embed=16, hidden_size=16, n_layers=3, dropout=0.5)
-    finetune.freeze(model, 2)  # embedding, layers 0 and 1 frozen and in eval mode; layer 2 trains
-    input_ids, _ = batch()
-    _, _, first = model(input_ids, return_intermediates=True)
-    _, _, second = model(input_ids, return_intermediates=True)
-    # hidden_states = [embedding, layer 0, layer 1, layer 2]: the frozen part is deterministic ...
-    for index in range(3):
-        assert torch.equal(first["hidden_states"][index], second["hidden_states"][index])
-    # ... while the trainable top layer still sees dropout (p = 0.5) on its input
-    assert not torch.equal(first["hidden_states"][3], second["hidden_states"][3])
+def test_finetune_help_lists_every_setting_with_its_own_help(capsys):
+    from dataclasses import fields
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["finetune", "--help"])
+    text = capsys.readouterr().out
+    for field in fields(FinetuneConfig):
+        assert field.metadata["help"].split()[0] in text, field.name
+    assert "--from" in text and "--config" in text and "--early-stopping" not in text  # the old spelling is hidden
+    assert "validation accuracy)" not in text  # best.pt follows --select
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--freeze", "9"], "--freeze must be between 0 and 2"),
+        (["--freeze", "half"], "--freeze must be an integer, 'all' or 'none'"),
+        (["--task", "missing.csv"], "missing.csv"),
+        (["--lr", "-1"], "--lr must be > 0"),
+        (["--task", "lm:new.txt"], "minipt pretrain --init-from"),
+    ],
+)
+def test_cli_finetune_bad_input_is_one_line_and_exit_2(pretrained, tmp_path, capsys, arguments, message):
+    _, run, task = pretrained
+    argv = ["finetune", "--from", str(run), "--task", str(task), "--out", str(tmp_path / "bad"), "--device", "cpu",
+            "--threads", "1", "--quiet", *arguments]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+
+
+def test_cli_evaluate_of_a_missing_run_is_exit_2(tmp_path, capsys):
+    assert cli.main(["evaluate", "--from", str(tmp_path / "nothing")]) == 2
+    assert "nothing" in capsys.readouterr().err
+
+
+def test_balanced_batches_draw_each_class_about_equally_often():
+    from minipt.data.datasets import ClassificationDataset
+    from minipt.finetune import epoch_batch_sampler
+    from minipt.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer.from_text("abc")
+    # 90 examples of class 0 and 10 of class 1: a plain epoch is 10% class 1
+    dataset = ClassificationDataset([("ab", "x")] * 90 + [("c", "y")] * 10, tokenizer, ["x", "y"], max_len=8)
+    plain = epoch_batch_sampler(dataset, 10, tokenizer.pad_id, seed=0)
+    balanced = epoch_batch_sampler(dataset, 10, tokenizer.pad_id, seed=0, balanced=True)
+    steps = 10 * 40  # 40 epochs of 10 batches
+    plain_share = sum(plain(i)["labels"].sum().item() for i in range(steps)) / (steps * 10)
+    balanced_share = sum(balanced(i)["labels"].sum().item() for i in range(steps)) / (steps * 10)
+    assert plain_share == pytest.approx(0.1)  # a permutation: exactly 10 of 100 per epoch
+    # 4000 draws with p = 1/2: standard deviation sqrt(0.25 / 4000) = 0.008, so 0.5 +- 0.04 is 5 sigma
+    assert balanced_share == pytest.approx(0.5, abs=0.04)
+    assert torch.equal(balanced(7)["input_ids"], balanced(7)["input_ids"])  # a pure function of the index
+
+
+def test_select_macro_f1_picks_the_epoch_with_the_best_validation_macro_f1(pretrained, tmp_path):
+    summary = finetune(base_config(pretrained, epochs=4, select="macro_f1", balanced=True), tmp_path / "f1",
+                       progress=False)
+    records = [json.loads(line) for line in (tmp_path / "f1" / "metrics.jsonl").read_text().splitlines()]
+    best = max(records, key=lambda record: record["val_macro_f1"])  # the first of equals wins, as in the loop
+    assert summary["best_step"] == best["step"]
+    assert summary["best_val_macro_f1"] == best["val_macro_f1"]
+    assert summary["best_val_accuracy"] == best["val_accuracy"]
+    with pytest.raises(MiniptError, match="--select"):
+        finetune(base_config(pretrained, select="loss"), tmp_path / "bad", progress=False)

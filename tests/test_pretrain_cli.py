@@ -8,8 +8,10 @@ a few seconds. Nothing here reads the built-in Shakespeare corpus.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,7 @@ def one_thread():
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 40  # (43 + 42) * 40
 SMALL = ["--n-layers", "1", "--n-heads", "2", "--d-ff", "32", "--hidden-size", "16", "--block-size", "16",
-         "--batch-size", "4", "--warmup", "1", "--eval-batches", "2", "--device", "cpu", "--quiet"]
+         "--batch-size", "4", "--warmup", "1", "--eval-batches", "2", "--device", "cpu", "--threads", "1", "--quiet"]
 TINY = ["--d-model", "16", *SMALL, "--steps", "6", "--eval-every", "3"]
 
 
@@ -155,6 +157,34 @@ def test_masked_lm_objectives(tmp_path, corpus, capsys):
     one_line_error(capsys, status, "--objective mlm", "generate needs a --objective clm run")
 
 
+def test_init_from_continues_a_run_on_new_text_with_the_lower_layers_frozen(tmp_path, corpus, capsys):
+    """Domain adaptation: the new text is scored better after a few steps, and the frozen part is unchanged."""
+    assert pretrain(corpus, tmp_path / "base", "--n-layers", "2") == 0
+    new_text = tmp_path / "new.txt"
+    new_text.write_text("nobler is the mind; to be is to suffer.\n" * 60, encoding="utf-8")
+    args = ["pretrain", "--init-from", str(tmp_path / "base"), "--corpus", str(new_text), "--freeze", "1",
+            "--steps", "30", "--eval-every", "15", "--lr", "1e-2", "--batch-size", "8", "--warmup", "1",
+            "--eval-batches", "2", "--device", "cpu", "--threads", "1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "adapted")]) == 0
+    summary = json.loads((tmp_path / "adapted" / "summary.json").read_text())
+    assert summary["best_metric"] < summary["val_loss_before"] - 0.05  # 3.27 -> 3.19 with the output head frozen
+    assert summary["perplexity_before"] == pytest.approx(math.exp(summary["val_loss_before"]))
+    saved = json.loads((tmp_path / "adapted" / "config.json").read_text())
+    base = json.loads((tmp_path / "base" / "config.json").read_text())
+    assert saved["model"] == base["model"]  # the architecture (and its vocabulary) is the base run's
+    assert (tmp_path / "adapted" / "tokenizer.json").read_text() == (tmp_path / "base" / "tokenizer.json").read_text()
+    base_weights = load_checkpoint(tmp_path / "base" / "best.pt")["model"]
+    adapted = load_checkpoint(tmp_path / "adapted" / "last.pt")["model"]
+    frozen = [name for name in base_weights if name.startswith(("embedding.", "layers.0."))]
+    assert frozen and all(torch.equal(adapted[name], base_weights[name]) for name in frozen)
+    assert not all(torch.equal(adapted[name], base_weights[name]) for name in base_weights)
+    capsys.readouterr()
+    status = main([*args, "--out", str(tmp_path / "x"), "--d-model", "32"])
+    one_line_error(capsys, status, "--init-from takes the architecture", "--d-model")
+    status = pretrain(corpus, tmp_path / "y", "--freeze", "1")
+    one_line_error(capsys, status, "--freeze needs --init-from")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Config files
 # ----------------------------------------------------------------------------------------------------------
@@ -262,8 +292,8 @@ def test_help_explains_every_option(capsys):
         parser.parse_args(["pretrain", "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for key in PretrainConfig.setting_names():
-        assert "--" + key.replace("_", "-") in text, key
+    for field in fields(PretrainConfig):
+        assert "--" + field.name.replace("_", "-") in text, field.name
     for option in ("--out", "--resume", "--config"):
         assert option in text
     with pytest.raises(SystemExit):

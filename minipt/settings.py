@@ -1,0 +1,142 @@
+"""Each setting in one place: a dataclass field that carries its default, its help text and its rule.
+
+A job's config is a dataclass whose fields are declared with :func:`setting`::
+
+    @dataclass
+    class PretrainConfig:
+        steps: int = setting(700, "optimizer steps", rule=POSITIVE_INT)
+        dropout: float = setting(0.1, "dropout probability", rule=between(0, 1, "[)"))
+
+From those fields alone come the command line's options and their ``--help`` (:mod:`minipt.cli`), the keys a
+``--config FILE`` may hold (:func:`read_settings_file`), and the checks run once when a job starts
+(:func:`check_settings`), whose messages name the setting by its flag: ``--steps must be a positive integer,
+got -5``. A setting is called the same from the flag (``--grad-accum``) to the field (``grad_accum``) and on down to
+:class:`minipt.train.TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from minipt.errors import MiniptError
+
+__all__ = [
+    "Rule",
+    "POSITIVE_INT",
+    "COUNT",
+    "POSITIVE",
+    "NON_NEGATIVE",
+    "one_of",
+    "between",
+    "setting",
+    "flag",
+    "check_settings",
+    "read_settings_file",
+]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a setting's value must be: ``test(value)`` is True for a good value; ``message`` is the error, with
+    ``{flag}`` and ``{value!r}`` filled in."""
+
+    test: Callable[[Any], bool]
+    message: str
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+POSITIVE_INT = Rule(lambda v: _is_int(v) and v >= 1, "{flag} must be a positive integer, got {value!r}")
+COUNT = Rule(lambda v: _is_int(v) and v >= 0, "{flag} must be an integer >= 0, got {value!r}")
+POSITIVE = Rule(lambda v: _is_number(v) and v > 0, "{flag} must be > 0, got {value!r}")
+NON_NEGATIVE = Rule(lambda v: _is_number(v) and v >= 0, "{flag} must be >= 0, got {value!r}")
+
+
+def one_of(*choices: str) -> Rule:
+    """The value must be one of ``choices``."""
+    return Rule(lambda v: v in choices, "{flag} must be one of " + ", ".join(choices) + "; got {value!r}")
+
+
+def between(low: float, high: float, brackets: str) -> Rule:
+    """A number in the interval from ``low`` to ``high``; ``brackets`` says which ends belong to it: ``"()"``
+    neither, ``"[)"`` the low end, ``"(]"`` the high end, ``"[]"`` both."""
+    opening, closing = brackets
+
+    def test(v: Any) -> bool:
+        return (_is_number(v) and (low <= v if opening == "[" else low < v)
+                and (v <= high if closing == "]" else v < high))
+
+    return Rule(test, "{flag} must be in " + f"{opening}{low:g}, {high:g}{closing}" + ", got {value!r}")
+
+
+def setting(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    rule: Rule | None = None,
+    flag: str | None = None,
+    aliases: tuple[str, ...] = (),
+    architecture: bool = False,
+    hidden: bool = False,
+    metavar: str | None = None,
+) -> Any:
+    """A config field with its ``help`` text (shown by ``--help``) and ``rule`` (checked at the job's start).
+
+    ``flag`` overrides the flag made from the name (``from_run`` -> ``--from``); ``aliases`` are older spellings
+    still accepted but not shown; ``architecture`` marks a setting that defines the model or the tokenizer, which a
+    run continued from another run takes from that run; ``hidden`` keeps the flag out of ``--help``; ``metavar``
+    names the value in ``--help`` (default: the name in capitals).
+    """
+    metadata = {"help": help, "rule": rule, "flag": flag, "aliases": aliases, "architecture": architecture,
+                "hidden": hidden, "metavar": metavar}
+    return field(default=default, metadata=metadata)
+
+
+def flag(setting_field: Field) -> str:
+    """The command-line flag of a setting: ``batch_size`` -> ``--batch-size`` (unless the field names its own)."""
+    return setting_field.metadata.get("flag") or "--" + setting_field.name.replace("_", "-")
+
+
+def check_settings(config: Any) -> None:
+    """Raise :class:`~minipt.errors.MiniptError` for the first field of ``config`` that breaks its rule."""
+    for setting_field in fields(config):
+        rule = setting_field.metadata.get("rule")
+        value = getattr(config, setting_field.name)
+        if rule is not None and not rule.test(value):
+            raise MiniptError(rule.message.format(flag=flag(setting_field), value=value))
+
+
+def read_settings_file(path: str, config_class: type, extra: dict[str, type] | None = None) -> dict:
+    """The settings of a JSON or TOML ``--config`` file for ``config_class``: keys are the field names (plus the
+    ``extra`` keys, e.g. ``{"out": str}``), each value of its field's type (an integer is accepted for a float).
+    An unknown key or a value of the wrong type is an error naming the key and the file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+        settings = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise MiniptError(f"--config {path}: cannot read it ({error})") from None
+    if not isinstance(settings, dict):
+        raise MiniptError(f"--config {path}: expected a table of settings, got {type(settings).__name__}")
+    types = {f.name: type(f.default) if f.default is not MISSING else str for f in fields(config_class)}
+    types.update(extra or {})
+    for key, value in settings.items():
+        if key not in types:
+            raise MiniptError(f"--config {path}: unknown key {key!r} (known keys: {', '.join(types)})")
+        expected = types[key]
+        if expected is float and _is_int(value):
+            settings[key] = float(value)
+        elif not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+            raise MiniptError(f"--config {path}: key {key!r} must be a {expected.__name__}, got {value!r}")
+    return settings
