@@ -8,7 +8,9 @@ Where things live (lowest layer first; see docs/architecture.md):
 - ``minipt.models``      TransformerLM, GRULM, SequenceClassifier
 - ``minipt.tokenizers``  CharTokenizer, BPETokenizer
 - ``minipt.data``        corpora, labelled tasks and batching
-- ``minipt.train``       the one training loop;  ``minipt.finetune`` freezing and friends
+- ``minipt.runs``        a run folder: config.json, the one atomic writer;  ``minipt.errors`` ``MiniptError``
+- ``minipt.train``       the one training loop;  ``minipt.strategies`` freezing and friends
+- ``minipt.pretrain``    the pretraining job;  ``minipt.finetune`` the finetuning job
 - ``minipt.cli``         the ``minipt`` command
 """
 
