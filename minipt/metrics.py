@@ -29,6 +29,8 @@ import math
 import torch
 from torch import Tensor
 
+from minipt.errors import MiniptError
+
 __all__ = [
     "MetricsError",
     "accuracy",
@@ -40,8 +42,7 @@ __all__ = [
 ]
 
 
-class MetricsError(ValueError):
-    """A metric got inputs it cannot use (the message names the function and the argument)."""
+MetricsError = MiniptError  # inputs a metric cannot use: minipt's one error class
 
 
 def _check_predictions(function: str, predictions: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

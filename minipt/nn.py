@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from minipt import fast
 from minipt import functional as MF
+from minipt.errors import MiniptError
 
 __all__ = [
     "LayerInputError",
@@ -64,8 +65,7 @@ __all__ = [
 ]
 
 
-class LayerInputError(ValueError):
-    """A layer got a tensor or an argument it cannot use; the message names the layer and the argument."""
+LayerInputError = MiniptError  # a tensor or an argument a layer cannot use: minipt's one error class
 
 
 def set_fast(module: nn.Module, fast: bool) -> nn.Module:

@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from itertools import pairwise
 from pathlib import Path
 
+from minipt.errors import MiniptError
 from minipt.runs import write_atomic
 
 __all__ = [
@@ -53,8 +54,7 @@ __all__ = [
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<mask>", "<cls>", "<sep>")
 
 
-class TokenizerError(ValueError):
-    """A tokenizer file or dictionary that cannot be read, or an impossible request (one line, naming it)."""
+TokenizerError = MiniptError  # a tokenizer file that cannot be read, an impossible request: minipt's one error
 
 
 class _SpecialTokens:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from minipt import functional as MF
+from minipt.errors import MiniptError
 
 __all__ = [
     "ModelInputError",
@@ -29,8 +30,7 @@ __all__ = [
 ]
 
 
-class ModelInputError(ValueError):
-    """A model got an argument or a tensor it cannot use; the message names the model and the argument."""
+ModelInputError = MiniptError  # an argument or a tensor a model cannot use: minipt's one error class
 
 
 def language_model_loss(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
