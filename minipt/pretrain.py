@@ -266,7 +266,9 @@ def causal_lm_objective(train_ids: Tensor, val_ids: Tensor, config: PretrainConf
     return Objective(next_batch, lm_loss, lambda model: lm_validation(model, val_batches), generator)
 
 
-def mask_with(inputs: Tensor, tokenizer: Tokenizer, generator: torch.Generator, attention_mask=None):
+def mask_with(
+    inputs: Tensor, tokenizer: Tokenizer, generator: torch.Generator, attention_mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """BERT masking of ``inputs`` ``(B, T)`` (:func:`minipt.data.mask_tokens`) -> corrupted inputs, targets."""
     return mask_tokens(
         inputs, tokenizer.mask_id, tokenizer.vocab_size, tokenizer.special_ids, generator, attention_mask=attention_mask

@@ -22,6 +22,8 @@ evaluation mode (no dropout): :func:`minipt.train.train_mode` is the one place t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 
@@ -179,7 +181,7 @@ def l2sp_penalty(model: nn.Module, reference: dict[str, Tensor], strength: float
 
 def trainable_parameter_table(model: nn.Module) -> list[tuple[str, int, int]]:
     """Rows ``(part, trainable, total)`` for the embedding, each layer, and the top — printed before finetuning."""
-    def count(params) -> tuple[int, int]:
+    def count(params: Iterable[Tensor]) -> tuple[int, int]:
         params = list(params)
         return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 

@@ -36,7 +36,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -182,7 +182,7 @@ def count_tokens(batch: Batch) -> int:
     return count_tokens(next(iter(values)))
 
 
-def autocast_context(device: torch.device):
+def autocast_context(device: torch.device) -> AbstractContextManager:
     """bf16 autocast on CUDA (matrix products in bfloat16, reductions in float32); nothing on the CPU."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
