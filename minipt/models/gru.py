@@ -181,7 +181,9 @@ class GRULM(LanguageModel):
             layer = self.layers[index]
             # Dropout on a layer's input belongs to that layer: the embedding has its own, and a frozen layer
             # (kept in eval mode by the training loop) gets none, just as a frozen Transformer layer.
-            layer_input = self.dropout(x) if index > 0 and layer.training else x
+            # .contiguous(): the dropout mask then depends on the values' positions only, not on the memory
+            # layout of the layer below's output, so cached lower layers (minipt.frozen_cache) draw the same mask.
+            layer_input = self.dropout(x.contiguous()) if index > 0 and layer.training else x
             x, _, gates = layer(layer_input, lengths=lengths, return_gates=True)  # x: (B, T, H)
             outputs.append(x)
             reset_gates.extend(gates.reset)  # one (B, T, H) per layer

@@ -134,13 +134,21 @@ class SequenceClassifier(nn.Module):
         """Class logits ``(B, num_classes)`` and the mean cross-entropy against ``labels`` ``(B,)`` (None
         without labels). ``input_ids`` and ``attention_mask`` are ``(B, T)`` (1 = real token, 0 = padding)."""
         features = self.backbone.features(input_ids, attention_mask)  # (B, T, H)
+        return self.classify(features, attention_mask, labels)
+
+    def classify(
+        self, features: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The head on the backbone's ``features`` ``(B, T, H)``: pool, dropout, linear -> logits
+        ``(B, num_classes)``, and the loss when ``labels`` are given (:mod:`minipt.frozen_cache` calls it on
+        features computed from cached lower layers)."""
         pooled = pool(features, attention_mask, self.pooling)  # (B, H)
         logits = self.head(self.dropout(pooled))  # (B, num_classes)
         if labels is None:
             return logits, None
-        if labels.shape != (input_ids.shape[0],):
+        if labels.shape != (features.shape[0],):
             raise ModelInputError(
-                f"SequenceClassifier: labels must be one class per sequence ({input_ids.shape[0]},), "
+                f"SequenceClassifier: labels must be one class per sequence ({features.shape[0]},), "
                 f"got {tuple(labels.shape)}"
             )
         return logits, MF.cross_entropy(logits, labels)
