@@ -28,16 +28,17 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from minipt import frozen_cache, strategies
 from minipt import functional as MF
-from minipt import strategies
 from minipt.checkpoint import load_checkpoint
 from minipt.data import LabelledData, load_task
 from minipt.data.datasets import ClassificationDataset, balanced_sampler, collate_classification
@@ -110,6 +111,8 @@ class FinetuneConfig:
                                  "names the run whose architecture and tokenizer are copied)")
     balanced: bool = setting(False, "class-balanced batches: every class drawn equally often on average (against "
                              "collapsing to the majority class when labels are few)")
+    no_cache: bool = setting(False, "run the frozen lower layers at every step instead of computing their output "
+                             "once per example (slower; the same numbers up to float rounding)")
     select: str = setting("accuracy", "validation metric that picks best.pt and decides early stopping: accuracy "
                           "or macro_f1 (better on imbalanced tasks)", rule=one_of(*SELECT_METRICS))
 
@@ -167,25 +170,29 @@ def classification_batches(dataset: ClassificationDataset, batch_size: int, pad_
 
 
 def epoch_batch_sampler(
-    dataset: ClassificationDataset, batch_size: int, pad_id: int, seed: int, balanced: bool = False
-) -> Callable:
+    items: Sequence[tuple[Any, int]], batch_size: int, collate: Callable[[list], dict], seed: int,
+    balanced: bool = False,
+) -> Callable[[int], dict]:
     """``next_batch(index)`` for the training loop: epoch ``e`` walks an order seeded by ``seed + e``.
 
-    The order is a permutation of the examples, or with ``balanced=True`` ``len(dataset)`` draws with
-    replacement, example weight ``1 / count(its class)``, so each class fills about the same share of every
-    batch. A batch is a pure function of its index (no sampler state), so the same seed gives the same batches.
+    ``items`` are ``(example, label id)`` pairs — token ids (a :class:`ClassificationDataset`) or cached hidden
+    states (:mod:`minipt.frozen_cache`) — and ``collate`` turns a list of them into a batch. The order is a
+    permutation of the items, or with ``balanced=True`` ``len(items)`` draws with replacement, item weight
+    ``1 / count(its class)``, so each class fills about the same share of every batch. A batch is a pure
+    function of its index (no sampler state), so the same seed gives the same batches whatever the items are.
     """
-    steps_per_epoch = math.ceil(len(dataset) / batch_size)
+    steps_per_epoch = math.ceil(len(items) / batch_size)
+    label_ids = [label for _, label in items]
 
     def next_batch(index: int) -> dict:
         epoch, position = divmod(index, steps_per_epoch)
         generator = torch.Generator().manual_seed(seed + epoch)
         if balanced:
-            order = list(balanced_sampler(dataset.label_ids, generator))  # N draws, classes equally likely
+            order = list(balanced_sampler(label_ids, generator))  # N draws, classes equally likely
         else:
-            order = torch.randperm(len(dataset), generator=generator).tolist()  # (N,)
+            order = torch.randperm(len(items), generator=generator).tolist()  # (N,)
         chosen = order[position * batch_size : (position + 1) * batch_size]
-        return collate_classification([dataset[i] for i in chosen], pad_id)
+        return collate([items[i] for i in chosen])
 
     return next_batch
 
@@ -196,12 +203,21 @@ def epoch_batch_sampler(
 
 
 @torch.no_grad()
-def predict(model: SequenceClassifier, batches: list[dict]) -> tuple[Tensor, Tensor]:
-    """The class logits ``(N, C)`` and the true classes ``(N,)`` of every example in ``batches``."""
+def predict(
+    model: SequenceClassifier, batches: list[dict], logits_of: Callable[[nn.Module, dict], Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
+    """The class logits ``(N, C)`` and the true classes ``(N,)`` of every example in ``batches``.
+
+    ``logits_of(model, batch)`` gives a batch's logits; by default the whole model on ``input_ids`` and
+    ``attention_mask`` (cached batches pass :func:`minipt.frozen_cache.classify_cached` instead).
+    """
     device = next(model.parameters()).device
     logits, targets = [], []
     for batch in batches:
-        batch_logits, _ = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (B, C)
+        if logits_of is None:
+            batch_logits, _ = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (B, C)
+        else:
+            batch_logits = logits_of(model, batch)  # (B, C)
         logits.append(batch_logits.float().cpu())
         targets.append(batch["labels"])
     return torch.cat(logits), torch.cat(targets)
@@ -313,25 +329,53 @@ def prepare_data(config: FinetuneConfig, task: LabelledData, tokenizer: Tokenize
                         test_batches, max_len, add_cls)
 
 
+def uses_cache(config: FinetuneConfig, frozen_k: int) -> bool:
+    """The frozen lower layers are computed once per example (:mod:`minipt.frozen_cache`) when they stay frozen
+    for the whole run: the plain strategy with the embedding and at least one layer frozen, unless
+    ``--no-cache``."""
+    return config.strategy == "plain" and frozen_k > 0 and not config.no_cache
+
+
 def classification_objective(
-    model: SequenceClassifier, config: FinetuneConfig, validation_batches: list[dict]
-) -> tuple[Callable, Callable]:
-    """``loss_fn`` (cross-entropy, plus the L2-SP penalty when asked) and ``evaluate`` (validation loss, accuracy
-    and macro-F1) for the training loop."""
+    model: SequenceClassifier, config: FinetuneConfig, data: FinetuneData, frozen_k: int, pad_id: int
+) -> tuple[Callable, Callable, Callable]:
+    """``next_batch``, ``loss_fn`` (cross-entropy, plus the L2-SP penalty when asked) and ``evaluate``
+    (validation loss, accuracy and macro-F1) for the training loop.
+
+    With the cache (:func:`uses_cache`), the batches hold the frozen layers' output instead of token ids, computed
+    here once for every training and validation example; the numbers are the same up to float rounding.
+    """
     reference = strategies.snapshot(model) if config.l2sp > 0 else {}
     reference = {name: value for name, value in reference.items() if name.startswith("backbone.")}
+    if uses_cache(config, frozen_k):
+        model.to(resolve_device(config.device))
+        items = frozen_cache.cache_lower_layers(model, data.train_set, frozen_k, pad_id)
+        collate = frozen_cache.collate_hidden
+        validation = frozen_cache.cache_batches(model, data.validation_batches, frozen_k)
+        logits_of = partial(frozen_cache.classify_logits, k=frozen_k)
+        task_loss = partial(frozen_cache.cached_loss, k=frozen_k)
+    else:
+        items, collate = data.train_set, partial(collate_classification, pad_id=pad_id)
+        validation, logits_of, task_loss = data.validation_batches, None, token_batch_loss
 
     def loss_fn(model: SequenceClassifier, batch: dict) -> Tensor:
-        _, loss = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        loss = task_loss(model, batch)
         if config.l2sp > 0:
             loss = loss + strategies.l2sp_penalty(model, reference, config.l2sp)
         return loss
 
     def evaluate(model: SequenceClassifier) -> dict[str, float]:
-        metrics = classification_metrics(*predict(model, validation_batches))
+        metrics = classification_metrics(*predict(model, validation, logits_of))
         return {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"]}
 
-    return loss_fn, evaluate
+    next_batch = epoch_batch_sampler(items, config.batch_size, collate, config.seed, config.balanced)
+    return next_batch, loss_fn, evaluate
+
+
+def token_batch_loss(model: SequenceClassifier, batch: dict) -> Tensor:
+    """The mean cross-entropy of a batch of token ids (``collate_classification``'s dict)."""
+    _, loss = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
+    return loss
 
 
 def train_config(config: FinetuneConfig, steps: int, steps_per_epoch: int, progress: bool) -> TrainConfig:
@@ -385,14 +429,12 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, progress: bool = True,
     if config.strategy == "gradual":  # spread the n_layers - k + 1 stages evenly over the run
         every = max(1, math.ceil(steps / (len(model.layers) - frozen_k + 1)))
         callbacks.append(strategies.GradualUnfreezing(every, floor=frozen_k))
-    next_batch = epoch_batch_sampler(data.train_set, config.batch_size, tokenizer.pad_id, config.seed, config.balanced)
-    loss_fn, evaluate = classification_objective(model, config, data.validation_batches)
-
     write_run_files(run_dir, config, tokenizer, saved, model, data)
     table = strategies.trainable_parameter_table(model)
     if verbose:
         print(strategies.format_parameter_table(table), flush=True)
-    start = time.perf_counter()
+    start = time.perf_counter()  # the wall time counts computing the cache
+    next_batch, loss_fn, evaluate = classification_objective(model, config, data, frozen_k, tokenizer.pad_id)
     result = train(model, next_batch=next_batch, loss_fn=loss_fn, evaluate=evaluate, run_dir=run_dir,
                    config=train_config(config, steps, steps_per_epoch, progress), optimizer_groups=groups,
                    callbacks=callbacks)

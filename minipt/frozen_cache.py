@@ -35,7 +35,15 @@ from minipt.errors import MiniptError
 from minipt.models import SequenceClassifier
 from minipt.models.language_model import evaluation_mode
 
-__all__ = ["CachedExample", "cache_lower_layers", "collate_hidden", "classify_cached", "cached_loss"]
+__all__ = [
+    "CachedExample",
+    "cache_lower_layers",
+    "cache_batches",
+    "collate_hidden",
+    "classify_cached",
+    "classify_logits",
+    "cached_loss",
+]
 
 CachedExample = tuple[Tensor, int]  # (hidden states (T_i, C) after the frozen layers, label id)
 
@@ -89,6 +97,20 @@ def collate_hidden(batch: Sequence[CachedExample]) -> dict[str, Tensor]:
     return {"hidden": hidden, "attention_mask": attention_mask, "labels": labels}
 
 
+@torch.no_grad()
+def cache_batches(model: SequenceClassifier, batches: list[dict[str, Tensor]], k: int) -> list[dict[str, Tensor]]:
+    """Fixed batches of token ids (the validation split's) with ``input_ids`` replaced by their ``Lower_k``
+    ``hidden`` states ``(B, T, C)``: the same batches, so their predictions are bit for bit the uncached ones."""
+    device = next(model.parameters()).device
+    cached = []
+    with evaluation_mode(model):
+        for batch in batches:
+            mask = batch["attention_mask"].to(device)  # (B, T)
+            hidden = model.backbone.lower_layers(batch["input_ids"].to(device), mask, k)  # (B, T, C)
+            cached.append({"hidden": hidden, "attention_mask": mask, "labels": batch["labels"]})
+    return cached
+
+
 def classify_cached(
     model: SequenceClassifier, batch: dict[str, Tensor], k: int
 ) -> tuple[Tensor, Tensor | None]:
@@ -97,6 +119,12 @@ def classify_cached(
     attention_mask = batch["attention_mask"]  # (B, T)
     features = model.backbone.upper_layers(batch["hidden"], attention_mask, k)  # (B, T, H)
     return model.classify(features, attention_mask, batch.get("labels"))
+
+
+def classify_logits(model: SequenceClassifier, batch: dict[str, Tensor], k: int) -> Tensor:
+    """The class logits ``(B, num_classes)`` of a cached batch (for evaluation)."""
+    logits, _ = classify_cached(model, batch, k)
+    return logits
 
 
 def cached_loss(model: SequenceClassifier, batch: dict[str, Tensor], k: int) -> Tensor:

@@ -222,15 +222,18 @@ def test_cli_evaluate_of_a_missing_run_is_exit_2(tmp_path, capsys):
 
 
 def test_balanced_batches_draw_each_class_about_equally_often():
-    from minipt.data.datasets import ClassificationDataset
+    from functools import partial
+
+    from minipt.data.datasets import ClassificationDataset, collate_classification
     from minipt.finetune import epoch_batch_sampler
     from minipt.tokenizers import CharTokenizer
 
     tokenizer = CharTokenizer.from_text("abc")
     # 90 examples of class 0 and 10 of class 1: a plain epoch is 10% class 1
     dataset = ClassificationDataset([("ab", "x")] * 90 + [("c", "y")] * 10, tokenizer, ["x", "y"], max_len=8)
-    plain = epoch_batch_sampler(dataset, 10, tokenizer.pad_id, seed=0)
-    balanced = epoch_batch_sampler(dataset, 10, tokenizer.pad_id, seed=0, balanced=True)
+    collate = partial(collate_classification, pad_id=tokenizer.pad_id)
+    plain = epoch_batch_sampler(dataset, 10, collate, seed=0)
+    balanced = epoch_batch_sampler(dataset, 10, collate, seed=0, balanced=True)
     steps = 10 * 40  # 40 epochs of 10 batches
     plain_share = sum(plain(i)["labels"].sum().item() for i in range(steps)) / (steps * 10)
     balanced_share = sum(balanced(i)["labels"].sum().item() for i in range(steps)) / (steps * 10)
@@ -250,3 +253,21 @@ def test_select_macro_f1_picks_the_epoch_with_the_best_validation_macro_f1(pretr
     assert summary["best_val_accuracy"] == best["val_accuracy"]
     with pytest.raises(MiniptError, match="--select"):
         finetune(base_config(pretrained, select="loss"), tmp_path / "bad", progress=False)
+
+
+@pytest.mark.parametrize("freeze", ["1", "all"])
+def test_cached_frozen_layers_give_the_run_of_the_uncached_path(pretrained, tmp_path, freeze):
+    """The job computes the frozen layers once (minipt.frozen_cache); --no-cache runs them at every step. Same
+    batches, same dropout draws: every logged number agrees within float rounding, and the test predictions too."""
+    config = base_config(pretrained, freeze=freeze, epochs=3, dropout=0.2, balanced=True)
+    cached = finetune(config, tmp_path / "cached", progress=False, verbose=False)
+    uncached = finetune(replace(config, no_cache=True), tmp_path / "uncached", progress=False, verbose=False)
+    records = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+               for name in ("cached", "uncached")}
+    assert len(records["cached"]) == len(records["uncached"]) == 3
+    for a, b in zip(records["cached"], records["uncached"], strict=True):
+        for key in ("train_loss", "val_loss"):
+            assert a[key] == pytest.approx(b[key], abs=1e-5)
+        assert (a["val_accuracy"], a["val_macro_f1"]) == (b["val_accuracy"], b["val_macro_f1"])
+    assert (cached["test_accuracy"], cached["test_macro_f1"]) == (uncached["test_accuracy"], uncached["test_macro_f1"])
+    assert cached["trainable_params"] == uncached["trainable_params"]
