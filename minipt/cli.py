@@ -39,8 +39,8 @@ def add_settings(parser: argparse.ArgumentParser, config_class: type) -> None:
         shows_default = field.default not in (MISSING, "") and not isinstance(field.default, bool)
         help_text = meta["help"] + (f" (default: {field.default})" if shows_default else "")
         options: dict = {"dest": field.name, "default": argparse.SUPPRESS}
-        if isinstance(field.default, bool):
-            options["action"] = "store_true"
+        if isinstance(field.default, bool):  # a setting that is on by default gets a --no-... flag too
+            options["action"] = argparse.BooleanOptionalAction if field.default else "store_true"
         else:
             options["type"] = str if field.default is MISSING else type(field.default)
             options["metavar"] = meta.get("metavar") or field.name.upper()

@@ -109,12 +109,14 @@ class FinetuneConfig:
     threads: int = setting(0, "CPU threads torch may use (0: every core)", rule=COUNT)
     from_scratch: bool = setting(False, "random initialisation of the same architecture (the control; --from still "
                                  "names the run whose architecture and tokenizer are copied)")
-    balanced: bool = setting(False, "class-balanced batches: every class drawn equally often on average (against "
-                             "collapsing to the majority class when labels are few)")
+    balanced: bool = setting(True, "class-balanced batches: every class drawn equally often on average (against "
+                             "collapsing to the majority class when labels are few; --no-balanced: each example "
+                             "once per epoch)")
     no_cache: bool = setting(False, "run the frozen lower layers at every step instead of computing their output "
                              "once per example (slower; the same numbers up to float rounding)")
-    select: str = setting("accuracy", "validation metric that picks best.pt and decides early stopping: accuracy "
-                          "or macro_f1 (better on imbalanced tasks)", rule=one_of(*SELECT_METRICS))
+    select: str = setting("macro_f1", "validation metric that picks best.pt and decides early stopping: macro_f1 "
+                          "(every class counts alike) or accuracy (rewards always answering the majority class on "
+                          "imbalanced tasks)", rule=one_of(*SELECT_METRICS))
 
     def check(self) -> None:
         """Raise :class:`~minipt.errors.MiniptError` naming the first invalid setting (as its ``--flag``)."""
