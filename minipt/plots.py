@@ -28,6 +28,7 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_sample_efficiency",
     "plot_attention",
+    "plot_demo_report",
 ]
 
 
@@ -200,4 +201,45 @@ def plot_attention(
     axes.set_xlabel("key (attended-to token)")
     axes.set_ylabel("query token")
     axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_demo_report(
+    rows: list[dict],
+    pretraining_curves: dict[str, list[dict]],
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """The demo in one picture: test macro-F1 per row (left) and the pretraining losses (right).
+
+    ``rows``: dicts with ``name`` and ``test_macro_f1``, and optionally ``test_macro_f1_std`` (the spread over
+    seeds, drawn as an error bar). ``pretraining_curves``: a label (e.g. ``"Transformer"``) -> that run's
+    ``metrics.jsonl`` records; the validation loss is drawn against the wall-clock seconds of training.
+    """
+    if not rows:
+        raise PlotError("plot_demo_report: no rows to plot")
+    figure = Figure(figsize=(12, 4.2))
+    bars, curves = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
+    names = [row["name"] for row in rows][::-1]  # the first row on top
+    values = [row["test_macro_f1"] for row in rows][::-1]
+    spreads = [row.get("test_macro_f1_std", 0.0) for row in rows][::-1]
+    bars.barh(names, values, xerr=spreads if any(spreads) else None, color="tab:blue", alpha=0.8, capsize=4)
+    for y, value in enumerate(values):
+        bars.text(value + 0.005, y, f"{value:.3f}", va="center", fontsize=9)
+    bars.set_xlim(0.0, 1.0)
+    bars.set_xlabel("test macro-F1")
+    bars.set_title("Few labels: what pretraining and frozen layers buy")
+    bars.grid(axis="x", alpha=0.3)
+    for label, records in pretraining_curves.items():
+        points = [(record["elapsed_seconds"], record["val_loss"]) for record in records
+                  if "val_loss" in record and "elapsed_seconds" in record]
+        if points:
+            seconds, losses = zip(*points, strict=True)
+            curves.plot(seconds, losses, marker="o", label=label)
+    curves.set_xlabel("pretraining time (s)")
+    curves.set_ylabel("validation loss (nats/token)")
+    curves.set_title("Pretraining")
+    curves.grid(alpha=0.3)
+    if pretraining_curves:
+        curves.legend()
+    figure.tight_layout()
     return _save(figure, path)
