@@ -109,7 +109,7 @@ class Phases:
         self.count, self.seconds = count, {}
 
     def run(self, name: str, work: Callable[[], dict]) -> dict:
-        print(f"[{len(self.seconds) + 1}/{self.count}] {name}", flush=True)
+        print(f"[{len(self.seconds) + 1}/{self.count}] {name} ...", flush=True)
         start = time.perf_counter()
         result = work()
         self.seconds[name] = time.perf_counter() - start
@@ -126,18 +126,16 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     plan, phases, start = demo_plan(config), Phases(6), time.perf_counter()
     frozen = {"transformer": replace(plan.frozen, from_run=str(out / "pretrain-transformer")),
               "gru": replace(plan.frozen, from_run=str(out / "pretrain-gru"))}
-    for name, pretraining in (("transformer", plan.transformer), ("gru", plan.gru)):
-        phases.run(f"pretraining the {name} ({pretraining.steps} steps, {pretraining.n_layers} layers)",
-                   lambda p=pretraining, n=name: pretrain(p, out / f"pretrain-{n}", progress=progress))
-    finetuned = {name: phases.run(f"finetuning the pretrained {name} on {TASK} with {plan.labels} labels, embedding "
-                                  f"and lower {plan.frozen.freeze} layer frozen",
-                                  lambda c=c, n=name: finetune(c, out / f"frozen-{n}", progress=progress))
-                 for name, c in frozen.items()}
-    scratch = phases.run("the control: the same Transformer trained from scratch on the same labels",
+    for name, pretraining in (("Transformer", plan.transformer), ("GRU", plan.gru)):
+        phases.run(f"pretrain the {name} ({pretraining.steps} steps)",
+                   lambda p=pretraining: pretrain(p, out / f"pretrain-{p.model}", progress=progress))
+    finetuned = {name: phases.run(f"finetune the pretrained {label}, embedding + lower layer frozen ({plan.labels} "
+                                  "labels)", lambda c=c, n=name: finetune(c, out / f"frozen-{n}", progress=progress))
+                 for (name, c), label in zip(frozen.items(), ("Transformer", "GRU"), strict=True)}
+    scratch = phases.run("train the same Transformer from scratch (same labels)",
                          lambda: finetune(replace(frozen["transformer"], from_scratch=True, freeze="none"),
                                           out / "scratch", progress=progress))
-    bag = phases.run("the baselines: bag-of-words logistic regression and the majority class",
-                     lambda: bag_of_words_row(plan.frozen))
+    bag = phases.run("bag-of-words logistic regression and the majority class", lambda: bag_of_words_row(plan.frozen))
     rows = report_rows(finetuned, scratch, bag, plan)
     report = format_report(rows, phases.seconds, plan, time.perf_counter() - start)
     (out / "report.md").write_text(report, encoding="utf-8")
