@@ -21,6 +21,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from minipt.errors import MiniptError
+
 __all__ = [
     "PlotError",
     "read_metrics",
@@ -32,8 +34,7 @@ __all__ = [
 ]
 
 
-class PlotError(ValueError):
-    """A metrics file or a plotting argument cannot be used (the message names which)."""
+PlotError = MiniptError  # a metrics file or a plotting argument cannot be used (the message names which)
 
 
 def _save(figure: Figure, path: str | os.PathLike | None) -> Figure:
