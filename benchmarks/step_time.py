@@ -134,10 +134,10 @@ SHAPES = {
     "nanogpt": Shape("nanoGPT CPU config: 4 layers, 4 heads, d 128, block 64, batch 12, vocab 65", "transformer",
                      vocab_size=65, d_model=128, n_layers=4, batch_size=12, block_size=64),
     # the demo's pretraining configuration (see minipt/demo.py)
-    "demo": Shape("demo pretraining: 4 layers, 4 heads, d 128, block 128, batch 32, vocab 1000, dropout 0",
-                  "transformer", vocab_size=1000, d_model=128, n_layers=4, batch_size=32, block_size=128),
-    "gru": Shape("GRU LM: 2 layers, embed 128, hidden 256, block 128, batch 32, vocab 65", "gru",
-                 vocab_size=65, d_model=128, n_layers=2, batch_size=32, block_size=128),
+    "demo": Shape("demo pretraining: 2 layers, 4 heads, d 128, block 128, batch 16, vocab 2000, dropout 0",
+                  "transformer", vocab_size=2000, d_model=128, n_layers=2, batch_size=16, block_size=128, lr=3e-3),
+    "gru": Shape("demo GRU LM: 2 layers, embed 128, hidden 256, block 128, batch 16, vocab 2000", "gru",
+                 vocab_size=2000, d_model=128, n_layers=2, batch_size=16, block_size=128, lr=1e-2),
 }
 
 
