@@ -89,10 +89,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=4.0, help="pretraining budget per configuration")
     parser.add_argument("--configs", default="all", help="comma-separated indices into CONFIGS, or all")
     parser.add_argument("--quiet-machine", choices=["yes", "no"], default="yes")
+    parser.add_argument("--render", action="store_true", help="only rewrite the table and plot from the saved results")
     args = parser.parse_args()
     results = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
     results = {name: r for name, r in results.items() if r.get("minutes") == args.minutes}
     names = list(CONFIGS) if args.configs == "all" else [list(CONFIGS)[int(i)] for i in args.configs.split(",")]
+    names = [] if args.render else names
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
         for index, name in enumerate(names):
