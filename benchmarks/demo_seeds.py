@@ -88,12 +88,13 @@ def main() -> None:
     parser.add_argument("--quiet-machine", choices=["yes", "no"], default="yes")
     parser.add_argument("--keep", default=None, help="folder to keep the demo runs in (default: a temporary one)")
     parser.add_argument("--tiny", action="store_true", help="tiny models, to check this script (writes nothing)")
+    parser.add_argument("--render", action="store_true", help="only rewrite the table and plot from the saved runs")
     args = parser.parse_args()
     runs = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() and not args.tiny else {}
     runs = {seed: run for seed, run in runs.items() if run.get("minutes") == args.minutes}
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(args.keep or temporary)
-        for seed in args.seeds.split(","):
+        for seed in [] if args.render else args.seeds.split(","):
             config = DemoConfig(out=str(work / f"seed{seed}"), minutes=args.minutes, seed=int(seed),
                                 threads=args.threads, device="cpu", tiny=args.tiny)
             result = run_demo(config, progress=False)

@@ -96,15 +96,17 @@ class ReferenceGRULM(nn.Module):
             nn.GRU(d_embed if i == 0 else hidden_size, hidden_size, batch_first=True) for i in range(n_layers)
         )
         self.dropout = nn.Dropout(dropout)
-        self.lm_head = nn.Linear(hidden_size, vocab_size, bias=False)
-        self.lm_head.weight = self.embedding.token.weight
+        self.lm_head = nn.Module()  # hidden -> embedding size -> the tied vocabulary (minipt's ProjectedLMHead)
+        self.lm_head.projection = nn.Linear(hidden_size, d_embed)
+        self.lm_head.decoder = nn.Linear(d_embed, vocab_size, bias=False)
+        self.lm_head.decoder.weight = self.embedding.token.weight
         self.embedding_dropout = nn.Dropout(dropout)
 
     def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
         x = self.embedding_dropout(self.embedding.token(idx))  # (B, T, E)
         for i, layer in enumerate(self.layers):
             x, _ = layer(self.dropout(x) if i > 0 else x)  # (B, T, H)
-        logits = self.lm_head(self.dropout(x))  # (B, T, V)
+        logits = self.lm_head.decoder(self.lm_head.projection(self.dropout(x)))  # (B, T, V)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
@@ -232,6 +234,33 @@ def loop_overhead(shape: Shape, bare_ms: float, steps: int) -> dict:
             "ratio": loop_tokens_per_second / bare_tokens_per_second}
 
 
+def thread_rows(shape_keys: list[str], rounds: int, steps_per_round: int) -> list[str]:
+    """minipt's step with 1 thread against 2 threads, alternating round by round in one process."""
+    rows = []
+    for key in shape_keys:
+        shape = SHAPES[key]
+        mine, _ = build_pair(shape)
+        optimizer = AdamW(param_groups(mine, 0.1), lr=shape.lr, betas=(0.9, 0.99))
+        generator = torch.Generator().manual_seed(0)
+        batches = [(torch.randint(0, shape.vocab_size, (shape.batch_size, shape.block_size), generator=generator),
+                    torch.randint(0, shape.vocab_size, (shape.batch_size, shape.block_size), generator=generator))]
+        step = step_function(mine, optimizer, batches, True)
+        times: dict[int, list[float]] = {1: [], 2: []}
+        for round_index in range(rounds + 1):
+            for threads in ((1, 2) if round_index % 2 == 0 else (2, 1)):
+                torch.set_num_threads(threads)
+                step()  # the first step after a change of thread count is not timed
+                start = time.perf_counter()
+                for _ in range(steps_per_round):
+                    step()
+                if round_index > 0:  # round 0 is a warm-up
+                    times[threads].append((time.perf_counter() - start) / steps_per_round)
+        one, two = statistics.median(times[1]), statistics.median(times[2])
+        rows.append(f"| {shape.name} | {1000 * one:.1f} | {1000 * two:.1f} | {one / two:.2f}x |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="nanogpt,demo,gru", help="comma-separated: " + ", ".join(SHAPES))
@@ -242,7 +271,26 @@ def main() -> None:
     parser.add_argument("--quiet-machine", choices=["yes", "no"], default="yes",
                         help="say in RESULTS.md whether nothing else ran (default: yes)")
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
+    parser.add_argument("--threads-only", action="store_true",
+                        help="only the 1-thread against 2-thread comparison (the `threads` section)")
     args = parser.parse_args()
+    if args.threads_only:
+        rows = thread_rows(args.shapes.split(","), args.rounds, args.steps_per_round)
+        markdown = "\n".join([
+            "## One thread against two (benchmarks/step_time.py --threads-only)",
+            "",
+            f"{machine_line()} Quiet: {'yes' if args.quiet_machine == 'yes' else 'no'}. minipt's training step "
+            f"(fast path), median over {args.rounds} rounds of {args.steps_per_round} steps, 1 and 2 threads "
+            "alternating in one process (`torch.set_num_threads`).",
+            "",
+            "| shape | 1 thread (ms / step) | 2 threads (ms / step) | speed-up |",
+            "|---|---:|---:|---:|",
+            *rows,
+        ])
+        print(markdown)
+        if not args.no_write:
+            write_section("threads", markdown)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     targets = {"transformer": 1.05, "gru": 1.15}

@@ -194,9 +194,9 @@ def format_report(rows: list[dict], phases: dict[str, float], plan: DemoPlan, to
         f"| total | {total_seconds:.1f} |",
         "",
         f"Pretraining: next-token prediction, {plan.transformer.tokenizer.upper()} {plan.transformer.bpe_vocab_size} "
-        f"tokens, {plan.transformer.batch_size} x {plan.transformer.block_size} tokens per step, peak lr "
-        f"{plan.transformer.lr:g}: the Transformer {plan.transformer.steps} steps, the GRU {plan.gru.steps} steps "
-        "(curves in `report.png` and `pretrain-*/loss.png`).",
+        f"tokens, {plan.transformer.batch_size} x {plan.transformer.block_size} tokens per step: the Transformer "
+        f"{plan.transformer.steps} steps at peak lr {plan.transformer.lr:g}, the GRU {plan.gru.steps} steps at "
+        f"{plan.gru.lr:g} (curves in `report.png` and `pretrain-*/loss.png`).",
         f"Finetuning: {plan.frozen.epochs} epochs, class-balanced batches, best epoch by validation macro-F1; the "
         "frozen layers' output is computed once per speech. From scratch: every parameter trained from a random "
         "start.",

@@ -223,9 +223,11 @@ def plot_demo_report(
     names = [row["name"] for row in rows][::-1]  # the first row on top
     values = [row["test_macro_f1"] for row in rows][::-1]
     spreads = [row.get("test_macro_f1_std", 0.0) for row in rows][::-1]
-    bars.barh(names, values, xerr=spreads if any(spreads) else None, color="tab:blue", alpha=0.8, capsize=4)
-    for y, value in enumerate(values):
-        bars.text(value + 0.005, y, f"{value:.3f}", va="center", fontsize=9)
+    colours = ["tab:blue" if "pretrained" in name else "tab:gray" for name in names]  # pretrained vs controls
+    bars.barh(names, values, xerr=spreads if any(spreads) else None, color=colours, alpha=0.85, capsize=4)
+    for y, (value, spread) in enumerate(zip(values, spreads, strict=True)):
+        label = f"{value:.3f}" + (f" ± {spread:.3f}" if spread else "")
+        bars.text(value + spread + 0.01, y, label, va="center", fontsize=9)
     bars.set_xlim(0.0, 1.0)
     bars.set_xlabel("test macro-F1")
     bars.set_title("Few labels: what pretraining and frozen layers buy")
