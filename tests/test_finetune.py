@@ -25,8 +25,9 @@ def pretrained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("finetune")
     corpus = folder / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
-    config = PretrainConfig(corpus=str(corpus), d_model=16, n_layers=2, n_heads=2, d_ff=32, block_size=32, steps=6,
-                            batch_size=4, warmup=1, eval_every=6, eval_batches=1, seed=0, device="cpu", threads=1)
+    config = PretrainConfig(corpus=str(corpus), tokenizer="char", d_model=16, n_layers=2, n_heads=2, d_ff=32,
+                            block_size=32, steps=6, batch_size=4, warmup=1, eval_every=6, eval_batches=1, seed=0,
+                            device="cpu", threads=1)
     pretrain(config, folder / "pretrain", progress=False)
     # two classes a tiny model can tell apart: 30 "rose" speeches and 20 "bird" speeches
     rows = ["text,label"] + [f"the rose is red {i % 7} and so is the rose,rose" for i in range(30)]

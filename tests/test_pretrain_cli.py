@@ -32,8 +32,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 40  # (43 + 42) * 40
-SMALL = ["--n-layers", "1", "--n-heads", "2", "--d-ff", "32", "--hidden-size", "16", "--block-size", "16",
-         "--batch-size", "4", "--warmup", "1", "--eval-batches", "2", "--device", "cpu", "--threads", "1", "--quiet"]
+SMALL = ["--tokenizer", "char", "--n-layers", "1", "--n-heads", "2", "--d-ff", "32", "--hidden-size", "16",
+         "--block-size", "16", "--batch-size", "4", "--warmup", "1", "--eval-batches", "2", "--device", "cpu",
+         "--threads", "1", "--quiet"]
 TINY = ["--d-model", "16", *SMALL, "--steps", "6", "--eval-every", "3"]
 
 
