@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import time
 from dataclasses import replace
@@ -42,6 +41,7 @@ import torch
 from results import machine_line, write_section
 
 from minipt import functional as MF
+from minipt.baselines import bag_of_words, words
 from minipt.data import load_task
 from minipt.finetune import FinetuneConfig, finetune, majority_baseline, select_train_examples
 from minipt.metrics import accuracy, confusion_matrix, macro_f1
@@ -66,19 +66,6 @@ MODELS = {  # name -> pretraining settings (everything else: PretrainConfig's de
 # The bag-of-words baseline
 # ----------------------------------------------------------------------------------------------------------
 
-WORD = re.compile(r"[a-z']+")
-
-
-def bag_of_words(texts: list[str], vocabulary: dict[str, int]) -> torch.Tensor:
-    """Word presence ``(N, V)``: 1 where the text contains the vocabulary's word, else 0 (unknown words dropped)."""
-    features = torch.zeros(len(texts), len(vocabulary))
-    for row, text in enumerate(texts):
-        for word in WORD.findall(text.lower()):
-            if word in vocabulary:
-                features[row, vocabulary[word]] = 1.0
-    return features
-
-
 def bow_logistic_regression(data, train_examples: list, seed: int, steps: int = 300) -> dict:
     r"""Softmax regression on bag-of-words features, :math:`p(y \mid x) = \operatorname{softmax}(W x + b)`,
     trained full-batch with AdamW (weight decay 0.01) for ``steps`` steps; the step with the best validation
@@ -86,7 +73,7 @@ def bow_logistic_regression(data, train_examples: list, seed: int, steps: int = 
     torch.manual_seed(seed)
     vocabulary = {}
     for text, _ in train_examples:
-        for word in WORD.findall(text.lower()):
+        for word in words(text):
             vocabulary.setdefault(word, len(vocabulary))
 
     def tensors(examples):
