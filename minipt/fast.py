@@ -9,15 +9,16 @@ memory traffic cost more than the arithmetic. Deriving the gradient once by hand
 as a few fused tensor operations.
 
 Each Function has its backward pass written right under its forward pass, with the derivation in its docstring,
-and a small wrapper with the signature of the readable function (:func:`attention` as
+and a small wrapper with the signature of the readable function (:func:`cross_entropy`, :func:`attention` as
 :func:`~minipt.functional.scaled_dot_product_attention`, :func:`layer_norm`, :func:`gelu`, and
 :func:`gru_sequence` for one GRU layer). A layer of :mod:`minipt.nn` takes them when built with
-``fast=True``. ``tests/test_nn.py`` checks every one against its readable formula (values and gradients in
-float64) and with ``torch.autograd.gradcheck``; ``tests/test_models.py`` does the same for whole models.
+``fast=True``; a language model built with ``fast=True`` also takes :func:`cross_entropy` for its loss.
+``tests/test_fast.py`` checks every one against its readable formula (values and gradients in float64) and
+with ``torch.autograd.gradcheck``; ``tests/test_models.py`` does the same for whole models.
 
 The forward arithmetic of each Function is fixed (the same operations in the same order), so that training
 runs stay bit-for-bit reproducible; :class:`LayerNorm` and :class:`GELU` (exact form) give the same bits as
-the readable formulas in the forward direction.
+the readable formulas in the forward direction, and so does :class:`CrossEntropy`.
 """
 
 from __future__ import annotations
@@ -29,10 +30,99 @@ from torch import Tensor
 
 from minipt import functional as MF
 
-__all__ = ["attention", "Attention", "layer_norm", "LayerNorm", "gelu", "GELU", "gru_sequence", "GRUSequence"]
+__all__ = [
+    "cross_entropy", "CrossEntropy", "attention", "Attention", "layer_norm", "LayerNorm", "gelu", "GELU",
+    "gru_sequence", "GRUSequence",
+]
 
 LOG2_E = 1.0 / math.log(2.0)  # log2(e)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cross-entropy
+# ----------------------------------------------------------------------------------------------------------
+
+
+class CrossEntropy(torch.autograd.Function):
+    r"""Cross-entropy of logits against class indices, with its gradient written out.
+
+    Forward, as :func:`minipt.functional.cross_entropy` (every number it uses is computed by the same
+    operations, so the loss has the same bits): :math:`p_n = \operatorname{softmax}(z_n)` and
+
+    .. math::
+        \ell_n = -\sum_c q_{n,c} \log p_{n,c}, \qquad
+        q_{n,c} = (1 - \varepsilon)\,[c = y_n] + \frac{\varepsilon}{C}
+
+    Backward: since :math:`\sum_c q_{n,c} = 1`, the gradient of :math:`\ell_n` with respect to the logits is
+    the softmax minus the target distribution,
+
+    .. math::
+        \frac{\partial \ell_n}{\partial z_{n,c}} = p_{n,c} - q_{n,c},
+
+    scaled per row by the incoming gradient and the reduction (:math:`1/\text{count}` for ``"mean"``) and by 0 for
+    ignored rows. Autograd would walk back through every step of the log-softmax and the ``gather``, each a pass
+    over the ``(N, C)`` logits; here it is one multiplication and one scatter. The exponentials
+    :math:`e^{z - \max z}` and their row sums are kept from the forward pass, and the forward pass computes
+    :math:`\log p` only at the true class (and for every class only with label smoothing).
+
+    Inputs: ``input`` ``(N, C)``, ``target`` ``(N,)``, ``ignore_index``, ``reduction``, ``label_smoothing``.
+    """
+
+    @staticmethod
+    def forward(ctx, input, target, ignore_index, reduction, label_smoothing):
+        num_classes = input.shape[1]
+        row_max = input.amax(dim=1, keepdim=True)  # (N, 1)
+        exps = (input - row_max).exp_()  # e^{z - max z}, (N, C)
+        sum_exps = exps.sum(dim=1, keepdim=True)  # (N, 1)
+        log_sum_exps = sum_exps.log()  # LSE(z) - max z, (N, 1)
+        keep = target != ignore_index  # (N,)
+        safe_target = target.masked_fill(~keep, 0)
+        # only the true class's log p is needed: (z_y - max z) - (LSE(z) - max z), no pass over all C classes
+        shifted_true = input.gather(1, safe_target.unsqueeze(1)) - row_max  # (N, 1)
+        nll = -(shifted_true - log_sum_exps).squeeze(1)  # (N,)
+        if label_smoothing > 0.0:
+            log_probs = (input - row_max) - log_sum_exps  # every log p_{n,c}, (N, C)
+            uniform = -log_probs.sum(dim=1) / num_classes  # (N,)
+            losses = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+        else:
+            losses = nll
+        losses = losses * keep
+        ctx.save_for_backward(exps, sum_exps, safe_target, keep)
+        ctx.reduction, ctx.label_smoothing = reduction, label_smoothing
+        if reduction == "none":
+            return losses
+        if reduction == "sum":
+            return losses.sum()
+        return losses.sum() / keep.sum().clamp_min(1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        exps, sum_exps, safe_target, keep = ctx.saved_tensors
+        smoothing, num_classes = ctx.label_smoothing, exps.shape[1]
+        row_scale = keep.to(exps.dtype) * grad_output  # (N,): 0 for ignored rows
+        if ctx.reduction == "mean":
+            row_scale = row_scale / keep.sum().clamp_min(1)
+        row_scale = row_scale.unsqueeze(1)  # (N, 1)
+        grad_input = exps * (row_scale / sum_exps)  # s p, (N, C)
+        if smoothing > 0.0:
+            grad_input.sub_(row_scale * (smoothing / num_classes))  # s (p - eps / C)
+        grad_input.scatter_add_(1, safe_target.unsqueeze(1), row_scale * -(1.0 - smoothing))  # s (p - q)
+        return grad_input, None, None, None, None
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """:func:`minipt.functional.cross_entropy` through :class:`CrossEntropy`: the same arguments, shapes and
+    forward bits; the backward pass is softmax minus the target distribution, computed in one go."""
+    MF.check_cross_entropy_arguments(input, target, reduction)
+    return CrossEntropy.apply(input, target, ignore_index, reduction, label_smoothing)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -104,12 +104,7 @@ def cross_entropy(
     Shapes: ``input`` ``(N, C)`` logits; ``target`` ``(N,)`` integer class indices in ``[0, C)`` or
     ``ignore_index``. Output: a scalar, or ``(N,)`` for ``reduction="none"``.
     """
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if input.dim() != 2 or target.dim() != 1 or input.shape[0] != target.shape[0]:
-        raise ValueError(
-            f"cross_entropy expects input (N, C) and target (N,), got {tuple(input.shape)} and {tuple(target.shape)}"
-        )
+    check_cross_entropy_arguments(input, target, reduction)
     num_classes = input.shape[1]
     log_probs = log_softmax(input, dim=-1)  # (N, C)
     keep = target != ignore_index  # (N,)
@@ -128,6 +123,16 @@ def cross_entropy(
         return losses.sum()
     count = keep.sum().clamp_min(1)  # all ignored -> 0 / 1 = 0, not nan
     return losses.sum() / count
+
+
+def check_cross_entropy_arguments(input: Tensor, target: Tensor, reduction: str) -> None:
+    """The argument checks of :func:`cross_entropy`, shared with its fast path (:func:`minipt.fast.cross_entropy`)."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if input.dim() != 2 or target.dim() != 1 or input.shape[0] != target.shape[0]:
+        raise ValueError(
+            f"cross_entropy expects input (N, C) and target (N,), got {tuple(input.shape)} and {tuple(target.shape)}"
+        )
 
 
 def scaled_dot_product_attention(

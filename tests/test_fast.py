@@ -12,6 +12,8 @@ Whole models are compared in tests/test_models.py.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -291,3 +293,54 @@ def test_layers_are_readable_by_default_and_set_fast_switches_every_one():
     mnn.set_fast(stack, False)
     assert not any(m.fast for m in switchable)
     assert "fast" not in "".join(stack.state_dict())  # a switch, not a parameter: state_dict keys unchanged
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cross-entropy
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_cross_entropy_equals_the_readable_formula(reduction, label_smoothing):
+    torch.manual_seed(0)
+    logits = (torch.randn(6, 5, dtype=torch.float64) * 3).requires_grad_()
+    target = torch.tensor([0, 4, -100, 2, 2, 1])  # one ignored row
+    arguments = dict(ignore_index=-100, reduction=reduction, label_smoothing=label_smoothing)
+    fast_loss = fast.cross_entropy(logits, target, **arguments)
+    assert_same(fast_loss, MF.cross_entropy(logits, target, **arguments), [logits])
+    assert torch.autograd.gradcheck(lambda z: fast.cross_entropy(z, target, **arguments), (logits,))
+
+
+def test_cross_entropy_gradient_is_softmax_minus_one_hot_over_the_count():
+    # two rows kept out of three, mean: d loss / d z = (softmax(z) - onehot(y)) / 2 on kept rows, 0 on the other
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0], [5.0, -5.0]], requires_grad=True)
+    fast.cross_entropy(logits, torch.tensor([0, 1, -100])).backward()
+    # row 0: p = (1/2, 1/2), y = 0 -> (-1/2, 1/2) / 2;  row 1: p = (3/4, 1/4), y = 1 -> (3/4, -3/4) / 2
+    expected = torch.tensor([[-0.25, 0.25], [0.375, -0.375], [0.0, 0.0]])
+    torch.testing.assert_close(logits.grad, expected, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(64, 2000), (7, 3)])
+def test_cross_entropy_forward_gives_the_readable_bits(shape):
+    torch.manual_seed(1)
+    logits = torch.randn(shape) * 4
+    target = torch.randint(0, shape[1], (shape[0],))
+    target[0] = -100
+    assert torch.equal(fast.cross_entropy(logits, target), MF.cross_entropy(logits, target))
+    assert torch.equal(fast.cross_entropy(logits, target, reduction="none", label_smoothing=0.1),
+                       MF.cross_entropy(logits, target, reduction="none", label_smoothing=0.1))
+
+
+def test_cross_entropy_every_row_ignored_gives_zero_and_no_gradient():
+    logits = torch.randn(3, 4, requires_grad=True)
+    loss = fast.cross_entropy(logits, torch.full((3,), -100))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros(3, 4))
+
+
+def test_cross_entropy_bad_arguments_get_the_readable_messages():
+    with pytest.raises(ValueError, match="reduction must be"):
+        fast.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), reduction="avg")
+    with pytest.raises(ValueError, match=r"expects input \(N, C\)"):
+        fast.cross_entropy(torch.randn(2, 3, 4), torch.tensor([0, 1]))

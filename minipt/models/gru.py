@@ -112,6 +112,7 @@ class GRULM(LanguageModel):
         }
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size  # the size of `features`, which a classification head reads
+        self.fast = fast  # the loss's fast path too (minipt.nn.set_fast switches it with the layers)
 
         self.embedding = TokenEmbedding(vocab_size, d_embed, pad_id, dropout)
         self.layers = nn.ModuleList(
@@ -235,7 +236,7 @@ class GRULM(LanguageModel):
             embedded, attention_mask, 0, len(self.layers)
         )  # (B, T, H), then per layer
         logits = self.lm_head(self.dropout(features))  # (B, T, vocab_size)
-        loss = None if targets is None else language_model_loss(logits, targets)
+        loss = None if targets is None else language_model_loss(logits, targets, fast=self.fast)
         if return_intermediates:
             hidden_states = [embedded, *outputs]
             intermediates = {"hidden_states": hidden_states, "reset_gates": reset_gates, "update_gates": update_gates}

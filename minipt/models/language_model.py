@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from minipt import fast as fast_paths
 from minipt import functional as MF
 from minipt.errors import MiniptError
 
@@ -33,7 +34,7 @@ __all__ = [
 ModelInputError = MiniptError  # an argument or a tensor a model cannot use: minipt's one error class
 
 
-def language_model_loss(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
+def language_model_loss(logits: Tensor, targets: Tensor, ignore_index: int = -100, fast: bool = False) -> Tensor:
     r"""Mean cross-entropy of every position's prediction against its target token.
 
     .. math::
@@ -45,12 +46,16 @@ def language_model_loss(logits: Tensor, targets: Tensor, ignore_index: int = -10
     carry a target and the others are ``-100``, as is padding. A model that predicts the uniform distribution
     scores :math:`\ln V` (``V`` the vocabulary size), the loss of a fresh model.
 
+    ``fast=True`` computes the same loss with :func:`minipt.fast.cross_entropy` (the same bits; its backward
+    pass is softmax minus one-hot in one go).
+
     Shapes: ``logits`` ``(B, T, V)``, ``targets`` ``(B, T)``; output a scalar.
     """
     B, T, V = logits.shape
     if targets.shape != (B, T):
         raise ModelInputError(f"targets must have the shape of idx ({B}, {T}), got {tuple(targets.shape)}")
-    return MF.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), ignore_index=ignore_index)
+    cross_entropy = fast_paths.cross_entropy if fast else MF.cross_entropy
+    return cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), ignore_index=ignore_index)
 
 
 def check_sampling_arguments(temperature: float, top_k: int | None, vocab_size: int) -> None:

@@ -110,6 +110,7 @@ class TransformerLM(LanguageModel):
         self.hidden_size = d_model  # the size of `features`, which a classification head reads
         self.max_len = max_len
         self.causal = causal
+        self.fast = fast  # the loss's fast path too (minipt.nn.set_fast switches it with the layers)
 
         self.embedding = TokenAndPositionEmbedding(vocab_size, d_model, max_len, pad_id, dropout)
         self.layers = nn.ModuleList(
@@ -237,7 +238,7 @@ class TransformerLM(LanguageModel):
         else:
             features = self.features(idx, attention_mask)  # (B, T, C)
         logits = self.lm_head(features)  # (B, T, vocab_size)
-        loss = None if targets is None else language_model_loss(logits, targets)
+        loss = None if targets is None else language_model_loss(logits, targets, fast=self.fast)
         if return_intermediates:
             return logits, loss, {"hidden_states": [embedded, *outputs], "attention_weights": weights}
         return logits, loss
