@@ -286,6 +286,16 @@ def test_transformer_initialisation_follows_gpt2():
     assert torch.count_nonzero(model.embedding.token.weight[0]) == 0  # the padding row
 
 
+def test_gru_initialisation_draws_a_wider_embedding_and_torchs_uniform_layers():
+    model = GRULM(vocab_size=500, d_embed=64, hidden_size=32, n_layers=1)
+    embedding = model.embedding.token.weight[1:]  # 499 x 64 draws, the padding row left out
+    assert abs(embedding.std().item() - 0.1) < 0.005  # N(0, 0.1^2): a GRU has no layer norm to scale it up
+    assert torch.count_nonzero(model.embedding.token.weight[0]) == 0  # the padding row
+    bound = 1 / math.sqrt(32)  # torch's GRU init: uniform in [-1/sqrt(H), 1/sqrt(H)]
+    weights = model.layers[0].weight_hh_l0
+    assert weights.abs().max().item() <= bound and weights.abs().max().item() > 0.9 * bound
+
+
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_init_layer_is_reproducible_with_a_generator(kind):
     model = make_model(kind)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from minipt.models.embedding import TokenEmbedding
-from minipt.models.init import gru_layer_init_, normal_init_
+from minipt.models.init import GRU_EMBEDDING_STD, gru_layer_init_, normal_init_
 from minipt.models.language_model import (
     LanguageModel,
     ModelInputError,
@@ -75,8 +75,8 @@ class GRULM(LanguageModel):
       tying with ``hidden_size != d_embed``; with ``tie_weights=True`` its decoder weight *is*
       ``embedding.token.weight`` (so freezing ``embedding`` freezes that weight of the head too).
 
-    There is no final ``norm``. Initialisation: :mod:`minipt.models.init` (normal(0, 0.02) for the embedding
-    and head, torch's uniform for the GRU layers).
+    There is no final ``norm``. Initialisation: :mod:`minipt.models.init` (normal(0, 0.1) for the embedding,
+    normal(0, 0.02) for the head's projection, torch's uniform for the GRU layers).
 
     Split for a frozen-feature cache: :meth:`lower_layers` (embedding and ``layers[:k]``) and
     :meth:`upper_layers` (``layers[k:]``); ``features`` is their composition. ``fast`` (last argument): every
@@ -138,7 +138,7 @@ class GRULM(LanguageModel):
 
     def init_weights(self, generator: torch.Generator | None = None) -> None:
         """(Re-)initialise every parameter as documented in :mod:`minipt.models.init`."""
-        normal_init_(self.embedding, generator=generator)
+        normal_init_(self.embedding, std=GRU_EMBEDDING_STD, generator=generator)
         for layer in self.layers:
             self.init_layer(layer, generator=generator)
         for submodule in self.lm_head.modules():
