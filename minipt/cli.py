@@ -162,7 +162,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
         "--top-k", type=int, default=None, help="sample among the k most likely tokens only (default: all)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampler (default: 0)")
-    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="(default: cpu)")
     parser.set_defaults(run=run_generate)
 
 
@@ -269,7 +269,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--from", dest="run_dir", metavar="RUN_DIR", required=True, help="the finetuning run folder")
     parser.add_argument("--task", default=None, help="task to score on (default: the one the run was trained on)")
     parser.add_argument("--split", choices=["train", "validation", "test"], default="test", help="(default: test)")
-    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="(default: cpu)")
     parser.set_defaults(run=run_evaluate)
 
 
