@@ -23,6 +23,7 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from minipt import __version__, interrupts
 from minipt.errors import MiniptError, TrainingDivergedError
@@ -388,7 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         with interrupts.signals_raise():
             return args.run(args)
     except interrupts.Interrupted as stop:  # Ctrl-C or SIGTERM: one line, no traceback, status 130 or 143
-        print(f"minipt {args.command}: {interrupted_message(stop)}", file=sys.stderr)
+        message = interrupted_message(stop)
+        if args.command == "demo" and Path(getattr(args, "out", "demo")).exists():  # the demo cannot continue
+            message += f"; the demo itself starts over: remove {getattr(args, 'out', 'demo')} or choose another --out"
+        print(f"minipt {args.command}: {message}", file=sys.stderr)
         return stop.exit_status
     except TrainingDivergedError as error:  # first: it is a MiniptError too, but the job failed, not the user
         print(f"minipt {args.command}: error: {error}", file=sys.stderr)

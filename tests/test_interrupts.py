@@ -226,3 +226,17 @@ def test_run_files_get_the_mode_of_ordinary_files(tmp_path, corpus, umask):
             assert set(modes.values()) == {0o644}, modes
     finally:
         os.umask(old)
+
+
+def test_an_interrupted_demo_says_which_run_to_continue(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "demo"
+    monkeypatch.setattr(minipt.pretrain, "load_corpus", lambda name: TEXT)  # not the plays: this stops at step 4
+    real_train = minipt.pretrain.train
+    monkeypatch.setattr(minipt.pretrain, "train",
+                        lambda *a, callbacks=(), **kw: real_train(*a, **kw, callbacks=[SignalAt(3, 2)]))
+    assert main(["demo", "--tiny", "--quiet", "--device", "cpu", "--threads", "1", "--out", str(out)]) == 130
+    run = out / "pretrain-transformer"
+    assert capsys.readouterr().err.strip() == (
+        f"minipt demo: interrupted at step 4; last.pt saved; continue with: minipt pretrain --resume {run}; "
+        f"the demo itself starts over: remove {out} or choose another --out")
+    assert load_checkpoint(run / "last.pt")["loop"]["step"] == 4
