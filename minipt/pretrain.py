@@ -572,9 +572,10 @@ def load_run(
     saved = read_pretraining_config(run_dir, "--from")
     config = PretrainConfig(**saved["pretrain"])
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    if tokenizer.vocab_size != saved["model"]["vocab_size"]:
+    trained_on = saved["model"].get("vocab_size", tokenizer.vocab_size)
+    if tokenizer.vocab_size != trained_on:
         raise MiniptError(f"{run_dir / 'tokenizer.json'} has {tokenizer.vocab_size} tokens but the run's model was "
-                          f"trained on {saved['model']['vocab_size']}: that tokenizer does not belong to this run")
+                          f"trained on {trained_on}: that tokenizer does not belong to this run")
     path = checkpoint_path(run_dir)
     model = build_pretraining_model(config, tokenizer, fast=fast)
     load_weights(model, load_checkpoint(path)["model"], path)
