@@ -26,7 +26,7 @@ import torch
 from minipt.errors import MiniptError
 from minipt.runs import write_atomic
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "rng_state", "set_rng_state"]
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
@@ -80,6 +80,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict):
         raise MiniptError(f"{path}: a checkpoint must hold a dict, this one holds {type(state).__name__}")
     return state
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, path: str | os.PathLike) -> None:
+    """``model.load_state_dict(state_dict)``; weights of another shape or kind of model (e.g. a finetuning run's
+    classifier where a language model is expected) are a :class:`MiniptError` naming ``path``, not a traceback."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())  # torch lists every key on its own line
+        raise MiniptError(f"{path}: the weights do not fit this model ({detail[:300]})") from None
 
 
 # ----------------------------------------------------------------------------------------------------------

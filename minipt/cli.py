@@ -5,22 +5,27 @@
 * ``minipt generate`` — sample text from a pretraining run;
 * ``minipt finetune`` — :func:`minipt.finetune.finetune` (a classifier on a pretrained run);
 * ``minipt evaluate`` — score a finetuning run's best checkpoint on a split;
-* ``minipt demo`` — :func:`minipt.demo.run_demo` (pretrain, finetune and compare with a from-scratch control).
+* ``minipt demo`` — :func:`minipt.demo.run_demo` (pretrain, finetune and compare with a from-scratch control);
+* ``minipt list`` — the built-in corpora and tasks, with their sizes.
 
 The options of ``pretrain``, ``finetune`` and ``demo`` are generated from the fields of their config dataclasses
 (:func:`add_settings`), so ``--help`` shows each setting's own help text and default.
 
 User mistakes (a bad flag value, a missing file) end in one line on stderr and exit status 2, never a traceback.
+Ctrl-C (SIGINT) or SIGTERM ends a command with one line and status 130 or 143 (:mod:`minipt.interrupts`); a
+training run stopped that way saves ``last.pt`` first and says how to continue it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, fields
+from pathlib import Path
 
-from minipt import __version__
+from minipt import __version__, interrupts
 from minipt.errors import MiniptError, TrainingDivergedError
 from minipt.settings import flag, read_settings_file
 
@@ -38,6 +43,8 @@ def add_settings(parser: argparse.ArgumentParser, config_class: type) -> None:
         meta = field.metadata
         shows_default = field.default not in (MISSING, "") and not isinstance(field.default, bool)
         help_text = meta["help"] + (f" (default: {field.default})" if shows_default else "")
+        if meta.get("default_text") is not None:
+            help_text = meta["help"] + meta["default_text"]
         options: dict = {"dest": field.name, "default": argparse.SUPPRESS}
         if isinstance(field.default, bool):  # a setting that is on by default gets a --no-... flag too
             options["action"] = argparse.BooleanOptionalAction if field.default else "store_true"
@@ -92,7 +99,8 @@ def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> None:
         "folder gets config.json, tokenizer.json, best.pt, last.pt, metrics.jsonl, loss.png and summary.json.",
     )
     add_run_options(parser)
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt (with "
+                        "--steps M: train until step M, e.g. further than a finished run went)")
     add_settings(parser, PretrainConfig)
     parser.set_defaults(run=run_pretrain)
 
@@ -105,7 +113,7 @@ def pretrain_config(args: argparse.Namespace) -> tuple[object, str]:
     if args.resume:
         given = given_settings(args, PretrainConfig)
         extra = [flag(field) for field in fields(PretrainConfig) if field.name in given
-                 and field.name not in HOW_TO_COMPUTE]
+                 and field.name not in (*HOW_TO_COMPUTE, "steps")]
         extra += [name for name, value in (("--config", args.config), ("--out", args.out)) if value]
         if extra:
             names = ", ".join(extra)
@@ -126,7 +134,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
     config, run_dir = pretrain_config(args)
     print(f"minipt pretrain: writing the run into {run_dir}", flush=True)
-    result = pretrain(config, run_dir, resume=bool(args.resume), progress=not args.quiet)
+    steps = getattr(args, "steps", None) if args.resume else None  # a given --steps moves a resumed run's end
+    result = pretrain(config, run_dir, resume=bool(args.resume), progress=not args.quiet, steps=steps)
     print(
         f"minipt pretrain: done at step {result.step}; best val_loss {result.best_metric:.4f} "
         f"(step {result.best_step}); run folder {run_dir}"
@@ -154,7 +163,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
         "--top-k", type=int, default=None, help="sample among the k most likely tokens only (default: all)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampler (default: 0)")
-    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="(default: cpu)")
     parser.set_defaults(run=run_generate)
 
 
@@ -166,19 +175,30 @@ def run_generate(args: argparse.Namespace) -> int:
 
     if args.tokens < 0:
         raise MiniptError(f"--tokens must be >= 0, got {args.tokens}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise MiniptError(f"--temperature must be a number > 0, got {args.temperature} (for the most likely token "
+                          "every time, use --top-k 1)")
     device = resolve_device(args.device)
     model, tokenizer, saved = load_run(args.run_dir, device)
+    if args.top_k is not None and not 1 <= args.top_k <= tokenizer.vocab_size:
+        raise MiniptError(f"--top-k must be between 1 and the vocabulary size {tokenizer.vocab_size}, got {args.top_k}")
     if saved["pretrain"]["objective"] != "clm":
         raise MiniptError(
             f"--from {args.run_dir}: that model was pretrained with --objective {saved['pretrain']['objective']} "
             "(a bidirectional encoder fills in masked tokens); generate needs a --objective clm run"
         )
+    unknown = sorted({char for char in args.prompt if tokenizer.encode(char) == [tokenizer.unk_id]})
+    if unknown:  # they would become <unk>, a token the model never read in training
+        raise MiniptError(f"--prompt: {', '.join(map(repr, unknown))} not in the vocabulary of {args.run_dir} (its "
+                          "corpus never had them); leave them out")
     prompt_ids = tokenizer.encode(args.prompt)
     if not prompt_ids:
         raise MiniptError("--prompt must contain at least one token")
     generator = torch.Generator(device=device).manual_seed(args.seed)
     idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
-    output = model.generate(idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=generator)
+    # <pad>, <unk>, <mask>, <cls> and <sep> are not text: never sampled (minipt's tokenizers have no end-of-text)
+    output = model.generate(idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=generator,
+                            suppress_tokens=tokenizer.special_ids)
     print(tokenizer.decode(output[0].tolist()))
     return 0
 
@@ -201,6 +221,8 @@ def add_finetune_parser(subparsers: argparse._SubParsersAction) -> None:
         "with best.pt). More next-token training on new text is `minipt pretrain --init-from RUN_DIR`.",
     )
     add_run_options(parser)
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR from its "
+                        "last.pt")
     add_settings(parser, FinetuneConfig)
     parser.set_defaults(run=run_finetune)
 
@@ -208,12 +230,22 @@ def add_finetune_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_finetune(args: argparse.Namespace) -> int:
     from minipt.finetune import FinetuneConfig, finetune
 
-    settings, out = job_settings(args, FinetuneConfig)
+    if args.resume:
+        given = given_settings(args, FinetuneConfig)
+        extra = [flag(field) for field in fields(FinetuneConfig) if field.name in given
+                 and field.name not in ("device", "threads")]
+        extra += [name for name, value in (("--config", args.config), ("--out", args.out)) if value]
+        if extra:
+            raise MiniptError(f"--resume continues a run with its saved config.json; do not also pass "
+                              f"{', '.join(extra)}")
+        settings, out = {**given, "from_run": ""}, args.resume
+    else:
+        settings, out = job_settings(args, FinetuneConfig)
     if "from_run" not in settings:
         raise MiniptError("--from RUN_DIR is required (the pretraining run to finetune)")
     config = FinetuneConfig(**settings)
     print(f"minipt finetune: writing the run into {out}", flush=True)
-    summary = finetune(config, out, progress=not args.quiet)
+    summary = finetune(config, out, progress=not args.quiet, resume=bool(args.resume))
     select = config.select
     print(
         f"minipt finetune: best val {select} {summary[f'best_val_{select}']:.4f} (step {summary['best_step']}); "
@@ -238,7 +270,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--from", dest="run_dir", metavar="RUN_DIR", required=True, help="the finetuning run folder")
     parser.add_argument("--task", default=None, help="task to score on (default: the one the run was trained on)")
     parser.add_argument("--split", choices=["train", "validation", "test"], default="test", help="(default: test)")
-    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="(default: cpu)")
     parser.set_defaults(run=run_evaluate)
 
 
@@ -282,11 +314,42 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# minipt list
+# ----------------------------------------------------------------------------------------------------------
+
+
+def add_list_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "list",
+        help="the built-in corpora (--corpus) and tasks (--task), with their sizes",
+        description="List the built-in corpora that pretrain --corpus takes and the built-in tasks that finetune "
+        "--task takes, with their sizes. A file of your own works in their place (see --help of each command).",
+    )
+    parser.set_defaults(run=run_list)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from minipt.data import CORPORA, TASKS, load_corpus, load_task
+
+    print("corpora (minipt pretrain --corpus NAME; the test plays of the tasks held out):")
+    for name in CORPORA:
+        text = load_corpus(name)
+        print(f"  {name:<20} {len(text):>10,} characters, {len(text.split()):>9,} words")
+    print("tasks (minipt finetune --task NAME; split by play):")
+    for name in TASKS:
+        task = load_task(name)
+        sizes = ", ".join(f"{split} {len(task.split(split)):,}" for split in ("train", "validation", "test"))
+        print(f"  {name:<20} {len(task.labels)} labels ({', '.join(task.labels)}); {sizes} examples")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The program
 # ----------------------------------------------------------------------------------------------------------
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_pretrain_parser, add_generate_parser, add_finetune_parser, add_evaluate_parser, add_demo_parser
+    add_pretrain_parser, add_generate_parser, add_finetune_parser, add_evaluate_parser, add_demo_parser,
+    add_list_parser,
 ]
 
 
@@ -302,6 +365,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def interrupted_message(stop: interrupts.Interrupted) -> str:
+    """What an interrupted command tells: the step reached and how to continue, or that nothing was kept."""
+    if stop.saved and stop.run_dir is not None:
+        from minipt.runs import read_config
+
+        job = "finetune" if "classifier" in read_config(stop.run_dir) else "pretrain"
+        return (f"interrupted at step {stop.step}; last.pt saved; continue with: minipt {job} --resume "
+                f"{stop.run_dir}")
+    if stop.run_dir is not None and not stop.run_dir.exists():
+        return "interrupted before the first step; nothing to continue, so no run folder was kept"
+    return f"interrupted ({stop}); nothing was saved"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``minipt ARGS``; returns the exit status (0 ok, 1 the job failed, 2 a user mistake)."""
     parser = build_parser()
@@ -310,7 +386,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return args.run(args)
+        with interrupts.signals_raise():
+            return args.run(args)
+    except interrupts.Interrupted as stop:  # Ctrl-C or SIGTERM: one line, no traceback, status 130 or 143
+        message = interrupted_message(stop)
+        if args.command == "demo" and Path(getattr(args, "out", "demo")).exists():  # the demo cannot continue
+            message += f"; the demo itself starts over: remove {getattr(args, 'out', 'demo')} or choose another --out"
+        print(f"minipt {args.command}: {message}", file=sys.stderr)
+        return stop.exit_status
     except TrainingDivergedError as error:  # first: it is a MiniptError too, but the job failed, not the user
         print(f"minipt {args.command}: error: {error}", file=sys.stderr)
         return EXIT_FAILED

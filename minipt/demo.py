@@ -29,7 +29,7 @@ from minipt.data import load_task
 from minipt.finetune import FinetuneConfig, finetune, select_train_examples
 from minipt.plots import plot_demo_report, read_metrics
 from minipt.pretrain import DEVICES, PretrainConfig, pretrain
-from minipt.runs import check_new_run_dir
+from minipt.runs import new_run_dir
 from minipt.settings import COUNT, POSITIVE, check_settings, one_of, setting
 from minipt.train import use_threads
 
@@ -121,8 +121,12 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     """Pretrain both models, finetune them frozen, train the controls, and write ``out/report.md`` and
     ``out/report.png``. Returns ``{"rows": [...], "phases": {name: seconds}, "report": text}``."""
     config.check()
-    out = Path(config.out)
-    check_new_run_dir(out)
+    with new_run_dir(config.out) as out:  # removed again if stopped before any run saved a last.pt
+        return demo_runs(config, out, progress)
+
+
+def demo_runs(config: DemoConfig, out: Path, progress: bool) -> dict:
+    """The body of :func:`run_demo`: the runs, the controls and the report, in ``out``."""
     use_threads(config.threads)
     plan, phases, start = demo_plan(config), Phases(6), time.perf_counter()
     frozen = {"transformer": replace(plan.frozen, from_run=str(out / "pretrain-transformer")),

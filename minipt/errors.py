@@ -6,12 +6,17 @@
 * :class:`TrainingDivergedError` — the loss became NaN or infinite. Not the user's input but the run itself
   failed, so ``minipt`` exits with status 1; the message names the step and the last good checkpoint.
 
-This is the lowest module of the package: it imports nothing.
+* :func:`warn` — something looks wrong but the job can go on (a label seen only once, a changed data file): one
+  line on stderr, ``minipt: warning: ...``.
+
+This is the lowest module of the package: it imports only ``sys``.
 """
 
 from __future__ import annotations
 
-__all__ = ["MiniptError", "TrainingDivergedError"]
+import sys
+
+__all__ = ["MiniptError", "TrainingDivergedError", "warn"]
 
 
 class MiniptError(ValueError):
@@ -20,3 +25,8 @@ class MiniptError(ValueError):
 
 class TrainingDivergedError(MiniptError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+def warn(message: str) -> None:
+    """Print ``minipt: warning: {message}`` on stderr (one line; the job goes on)."""
+    print(f"minipt: warning: {message}", file=sys.stderr, flush=True)

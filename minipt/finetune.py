@@ -37,19 +37,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from minipt import frozen_cache, strategies
+from minipt import fingerprints, frozen_cache, interrupts, strategies
 from minipt import functional as MF
-from minipt.checkpoint import load_checkpoint
-from minipt.data import LabelledData, load_task
+from minipt.checkpoint import load_checkpoint, load_weights
+from minipt.data import TASKS, LabelledData, load_task
 from minipt.data.datasets import ClassificationDataset, balanced_sampler, collate_classification
-from minipt.errors import MiniptError
+from minipt.errors import MiniptError, warn
 from minipt.metrics import accuracy, classification_report, confusion_matrix, macro_f1
 from minipt.models import SequenceClassifier, build_model
 from minipt.models.heads import POOLINGS
 from minipt.nn import set_fast
 from minipt.plots import plot_confusion_matrix, read_metrics
 from minipt.pretrain import load_run
-from minipt.runs import check_new_run_dir, read_config, write_config, write_json
+from minipt.runs import new_run_dir, read_config, write_config, write_json
 from minipt.settings import COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, between, check_settings, one_of, setting
 from minipt.tokenizers import Tokenizer, load_tokenizer
 from minipt.train import TrainConfig, TrainResult, resolve_device, train, use_threads
@@ -80,6 +80,8 @@ class FinetuneConfig:
     from_run: str = setting(help="the pretraining run folder (its model, tokenizer and settings)", flag="--from",
                             metavar="RUN_DIR")
     task: str = setting("shakespeare-verse", "shakespeare-verse, shakespeare-genre, or a labelled CSV/TSV/JSONL file")
+    text_column: str = setting("text", "the column of a labelled file that holds the text", metavar="NAME")
+    label_column: str = setting("label", "the column of a labelled file that holds the label", metavar="NAME")
     freeze: str = setting("none", "embedding + this many lowest layers frozen: an integer, 'all' (a linear probe) "
                           "or 'none'")
     strategy: str = setting("plain", "plain, gradual (ULMFiT: unfreeze one more layer from the top in equal stages) "
@@ -128,8 +130,18 @@ class FinetuneConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Data: the few-label subset and the batches
+# Data: the task, the few-label subset and the batches
 # ----------------------------------------------------------------------------------------------------------
+
+
+def load_labelled_task(task: str, text_column: str = "text", label_column: str = "label") -> LabelledData:
+    """A built-in task, or a labelled file read with its ``--text-column`` and ``--label-column``."""
+    if task in TASKS:
+        if (text_column, label_column) != ("text", "label"):
+            raise MiniptError(f"--text-column and --label-column name the columns of a labelled file; --task {task} "
+                              "is built in")
+        return load_task(task)
+    return load_task(task, text_column=text_column, label_column=label_column)
 
 
 def select_train_examples(examples: list[tuple[str, str]], n: int, seed: int) -> list[tuple[str, str]]:
@@ -264,7 +276,8 @@ def load_backbone(config: FinetuneConfig) -> tuple[nn.Module, Tokenizer, dict]:
     try:
         backbone, tokenizer, saved = load_run(config.from_run, fast=True)
     except ValueError as error:
-        raise MiniptError(f"--from {config.from_run}: {error}") from None
+        message = str(error) if str(error).startswith("--from") else f"--from {config.from_run}: {error}"
+        raise MiniptError(message) from None
     if config.from_scratch:
         settings = dict(saved["model"])
         architecture = settings.pop("architecture")
@@ -401,22 +414,49 @@ def write_run_files(run_dir: Path, config: FinetuneConfig, tokenizer: Tokenizer,
         "add_cls": data.add_cls,
         "pretrain": saved["pretrain"],
         "data": {"train_examples": len(data.train_examples), "validation_examples": len(data.validation_examples),
-                 "test_examples": len(data.task.test)},
+                 "test_examples": len(data.task.test), "task_file": fingerprints.fingerprint(config.task, TASKS)},
     })
 
 
-def finetune(config: FinetuneConfig, run_dir: str | Path, progress: bool = True, verbose: bool = True) -> dict:
+def finetune(
+    config: FinetuneConfig, run_dir: str | Path, progress: bool = True, verbose: bool = True, resume: bool = False
+) -> dict:
     """Finetune ``config.from_run``'s model on ``config.task`` into ``run_dir``; returns the summary dict.
 
     ``progress`` shows the training loop's progress bar; ``verbose`` prints the table of trainable parameters
-    per layer before training.
+    per layer before training. ``resume=True`` continues the interrupted run in ``run_dir`` from its ``last.pt``
+    with its saved settings (``config`` then only supplies ``device`` and ``threads``). A new run that fails or
+    is interrupted before its first ``last.pt`` leaves no folder (:func:`minipt.runs.new_run_dir`).
     """
-    config.check()
     run_dir = Path(run_dir)
-    check_new_run_dir(run_dir)
+    if resume:
+        config = resumed_config(config, run_dir)
+        config.check()
+        return finetune_run(config, run_dir, progress, verbose, resume=True)
+    config.check()  # the settings and the device, before anything is written
+    with new_run_dir(run_dir):
+        return finetune_run(config, run_dir, progress, verbose, resume=False)
+
+
+def resumed_config(config: FinetuneConfig, run_dir: Path) -> FinetuneConfig:
+    """The saved settings of the unfinished finetuning run in ``run_dir``, with ``config``'s device and threads;
+    its labelled file must be unchanged."""
+    saved = read_config(run_dir)
+    if "classifier" not in saved:
+        raise MiniptError(f"--resume {run_dir} is a pretraining run; continue it with minipt pretrain --resume")
+    if not (run_dir / "last.pt").exists():
+        raise MiniptError(f"--resume {run_dir}: there is no last.pt to continue from")
+    if (run_dir / "summary.json").exists():
+        raise MiniptError(f"--resume {run_dir}: the run is finished (summary.json); start a new one with --out")
+    fingerprints.check_unchanged(saved["data"].get("task_file"), saved["finetune"]["task"], f"--resume {run_dir}")
+    return FinetuneConfig(**{**saved["finetune"], "device": config.device, "threads": config.threads})
+
+
+def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose: bool, resume: bool) -> dict:
+    """The body of :func:`finetune`: backbone, task, classifier, strategy, the training loop, the test split."""
     use_threads(config.threads)
     backbone, tokenizer, saved = load_backbone(config)
-    task = load_task(config.task)
+    task = load_labelled_task(config.task, config.text_column, config.label_column)
     max_len = resolve_max_len(config, saved)
     frozen_k = strategies.parse_freeze(config.freeze, len(backbone.layers))
     model = build_classifier(backbone, len(task.labels), config)
@@ -431,15 +471,17 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, progress: bool = True,
     if config.strategy == "gradual":  # spread the n_layers - k + 1 stages evenly over the run
         every = max(1, math.ceil(steps / (len(model.layers) - frozen_k + 1)))
         callbacks.append(strategies.GradualUnfreezing(every, floor=frozen_k))
-    write_run_files(run_dir, config, tokenizer, saved, model, data)
+    if not resume:
+        write_run_files(run_dir, config, tokenizer, saved, model, data)
     table = strategies.trainable_parameter_table(model)
     if verbose:
         print(strategies.format_parameter_table(table), flush=True)
     start = time.perf_counter()  # the wall time counts computing the cache
     next_batch, loss_fn, evaluate = classification_objective(model, config, data, frozen_k, tokenizer.pad_id)
-    result = train(model, next_batch=next_batch, loss_fn=loss_fn, evaluate=evaluate, run_dir=run_dir,
-                   config=train_config(config, steps, steps_per_epoch, progress), optimizer_groups=groups,
-                   callbacks=callbacks)
+    with interrupts.deferred():  # Ctrl-C: the loop stops between two steps and saves last.pt
+        result = train(model, next_batch=next_batch, loss_fn=loss_fn, evaluate=evaluate, run_dir=run_dir,
+                       config=train_config(config, steps, steps_per_epoch, progress), optimizer_groups=groups,
+                       callbacks=callbacks, resume=resume)
     wall_seconds = time.perf_counter() - start
     if config.strategy == "gradual":
         strategies.freeze(model, 0)  # count what trained by the end of the schedule
@@ -504,7 +546,7 @@ def read_finetune_run(run_dir: Path) -> dict:
     """The ``config.json`` of a finetuning run, with a clear error when the folder is not one."""
     saved = read_config(run_dir)
     if "classifier" not in saved:
-        raise MiniptError(f"--from {run_dir}: not a classification run (config.json has no classifier)")
+        raise MiniptError(f"--from {run_dir} is a pretraining run; evaluate needs a finetuning run (minipt finetune)")
     if not (run_dir / "best.pt").exists():
         raise MiniptError(f"--from {run_dir}: there is no best.pt")
     return saved
@@ -520,7 +562,7 @@ def load_classifier(
     settings = dict(saved["model"])
     backbone = set_fast(build_model(settings.pop("architecture"), **settings), fast)
     model = SequenceClassifier(backbone, **saved["classifier"])
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    load_weights(model, load_checkpoint(run_dir / "best.pt")["model"], run_dir / "best.pt")
     return model.to(resolve_device(device)).eval(), load_tokenizer(run_dir / "tokenizer.json"), saved
 
 
@@ -530,7 +572,13 @@ def evaluate_run(run_dir: str | Path, task: str | None = None, split: str = "tes
     Returns ``accuracy``, ``macro_f1``, ``confusion`` and the per-class ``report`` text.
     """
     model, tokenizer, saved = load_classifier(run_dir, device)
-    data = load_task(task or saved["finetune"]["task"])
+    trained_on = saved["finetune"]["task"]
+    recorded, now = saved.get("data", {}).get("task_file"), fingerprints.fingerprint(task or trained_on, TASKS)
+    if (task is None or Path(task) == Path(trained_on)) and fingerprints.changed(recorded, now):
+        warn(f"{fingerprints.describe(recorded, now)}; the scores are on the file as it is now")
+    columns = {"text_column": saved["finetune"].get("text_column", "text"),
+               "label_column": saved["finetune"].get("label_column", "label")}
+    data = load_labelled_task(task or trained_on, **columns)
     if data.labels != saved["labels"]:
         raise MiniptError(f"--task {task}: its labels {data.labels} differ from the run's {saved['labels']}")
     dataset = ClassificationDataset(

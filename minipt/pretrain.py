@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from minipt import fingerprints, interrupts, strategies
 from minipt import functional as MF
-from minipt import strategies
-from minipt.checkpoint import load_checkpoint
+from minipt.checkpoint import load_checkpoint, load_weights
 from minipt.data import (
+    CORPORA,
     DataError,
     causal_lm_batch,
     lm_eval_batches,
@@ -48,9 +49,19 @@ from minipt.metrics import perplexity
 from minipt.models import MaskedLMWithNextSentenceHead, build_model
 from minipt.models.language_model import LanguageModel, evaluation_mode, language_model_loss
 from minipt.nn import set_fast
-from minipt.runs import check_new_run_dir, read_config, read_json, write_config, write_json
-from minipt.settings import COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, between, check_settings, one_of, setting
-from minipt.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from minipt.runs import new_run_dir, read_config, read_json, write_config, write_json
+from minipt.settings import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    Rule,
+    between,
+    check_settings,
+    one_of,
+    setting,
+)
+from minipt.tokenizers import FIRST_MERGE_ID, BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from minipt.train import TrainConfig, TrainResult, resolve_device, train, use_threads
 
 __all__ = [
@@ -71,6 +82,13 @@ MODELS = ("transformer", "gru")
 OBJECTIVES = ("clm", "mlm", "mlm+nsp")
 TOKENIZERS = ("char", "bpe")
 DEVICES = ("auto", "cpu", "cuda")
+WARMUP = Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= -1,
+              "{flag} must be an integer >= 0 (or -1: the default, a tenth of --steps, at most 50), got {value!r}")
+
+
+def default_warmup(steps: int) -> int:
+    """The warmup of a run that does not set one: a tenth of the steps, at most 50 (50 of the default 2000)."""
+    return min(50, steps // 10)
 
 
 @dataclass
@@ -110,7 +128,8 @@ class PretrainConfig:
     block_size: int = setting(128, "tokens per sequence (the context length; the Transformer's learned positions)",
                               rule=POSITIVE_INT, architecture=True)
     lr: float = setting(3e-3, "peak learning rate of AdamW", rule=POSITIVE)
-    warmup: int = setting(50, "linear warmup steps before the cosine decay", rule=COUNT)
+    warmup: int = setting(-1, "linear warmup steps before the cosine decay (default: a tenth of --steps, at most "
+                          "50)", rule=WARMUP, default_text="")
     weight_decay: float = setting(0.1, "AdamW weight decay (weight matrices only)", rule=NON_NEGATIVE)
     grad_clip: float = setting(1.0, "clip the global gradient norm to this value", rule=POSITIVE)
     grad_accum: int = setting(1, "micro-batches whose gradients are averaged per step", rule=POSITIVE_INT)
@@ -127,6 +146,9 @@ class PretrainConfig:
         check_settings(self)
         if not self.warmup < self.steps:
             raise MiniptError(f"--warmup ({self.warmup}) must be smaller than --steps ({self.steps})")
+        if self.tokenizer == "bpe" and self.bpe_vocab_size < FIRST_MERGE_ID:
+            raise MiniptError(f"--bpe-vocab-size must be at least {FIRST_MERGE_ID} (5 special tokens and 256 bytes), "
+                              f"got {self.bpe_vocab_size}")
         if self.objective != "clm" and self.model == "gru":
             raise MiniptError(
                 f"--objective {self.objective} needs a bidirectional model: use --model transformer "
@@ -400,7 +422,7 @@ def train_config(config: PretrainConfig, progress: bool) -> TrainConfig:
         steps=config.steps,
         lr=config.lr,
         weight_decay=config.weight_decay,
-        warmup=config.warmup,
+        warmup=config.warmup if config.warmup >= 0 else default_warmup(config.steps),
         grad_clip=config.grad_clip,
         grad_accum=config.grad_accum,
         eval_every=config.eval_every,
@@ -428,20 +450,36 @@ def checkpoint_path(run_dir: Path) -> Path:
     return path
 
 
-def resumed_config(config: PretrainConfig, run_dir: Path) -> tuple[PretrainConfig, Tokenizer]:
-    """The saved config of the run in ``run_dir`` (with ``config``'s device and threads) and its tokenizer."""
+def read_pretraining_config(run_dir: Path, flag: str) -> dict:
+    """The ``config.json`` of a pretraining run; a finetuning run is a one-line error naming ``flag``."""
     saved = read_config(run_dir)
-    resumed = PretrainConfig(**{**saved["pretrain"], **{name: getattr(config, name) for name in HOW_TO_COMPUTE}})
+    if "classifier" in saved:
+        raise MiniptError(f"{flag} {run_dir} is a finetuning run; a pretraining run (from minipt pretrain) is needed")
+    return saved
+
+
+def resumed_config(config: PretrainConfig, run_dir: Path, steps: int | None = None) -> tuple[PretrainConfig, Tokenizer]:
+    """The saved config of the run in ``run_dir`` (with ``config``'s device and threads, and ``steps`` when
+    given) and its tokenizer. A finished run continues only with more ``steps``; its corpus must be unchanged."""
+    saved = read_pretraining_config(run_dir, "--resume")
+    settings = {**saved["pretrain"], **{name: getattr(config, name) for name in HOW_TO_COMPUTE}}
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     if not (run_dir / "last.pt").exists():
         raise MiniptError(f"--resume {run_dir}: there is no last.pt to continue from")
-    return resumed, tokenizer
+    done = load_checkpoint(run_dir / "last.pt")["loop"]["step"]
+    if steps is not None and steps <= done:
+        raise MiniptError(f"--steps {steps} must be larger than the {done} steps {run_dir} has done")
+    if steps is None and done >= settings["steps"]:
+        raise MiniptError(f"--resume {run_dir}: the run already did its {done} steps; pass a larger --steps to "
+                          "train it further")
+    fingerprints.check_unchanged(saved.get("data", {}).get("corpus"), settings["corpus"], f"--resume {run_dir}")
+    return PretrainConfig(**{**settings, "steps": steps or settings["steps"]}), tokenizer
 
 
 def config_from_run(config: PretrainConfig) -> tuple[PretrainConfig, Tokenizer]:
     """For ``init_from``: ``config`` with the architecture and tokenizer settings of that run, and its tokenizer."""
     run_dir = Path(config.init_from)
-    saved = read_config(run_dir)["pretrain"]
+    saved = read_pretraining_config(run_dir, "--init-from")["pretrain"]
     architecture = {field.name: saved[field.name] for field in fields(config) if field.metadata["architecture"]}
     return replace(config, **architecture), load_tokenizer(run_dir / "tokenizer.json")
 
@@ -449,7 +487,8 @@ def config_from_run(config: PretrainConfig) -> tuple[PretrainConfig, Tokenizer]:
 def start_from_run(model: nn.Module, config: PretrainConfig, objective: Objective) -> dict[str, float | str]:
     """Load the ``init_from`` run's weights into ``model``; return the validation loss and perplexity on the new
     corpus before any training (for ``summary.json``)."""
-    model.load_state_dict(load_checkpoint(checkpoint_path(Path(config.init_from)))["model"])
+    path = checkpoint_path(Path(config.init_from))
+    load_weights(model, load_checkpoint(path)["model"], path)
     with torch.no_grad(), evaluation_mode(model):
         before = objective.evaluate(model)
     return {"init_from": config.init_from, "val_loss_before": before["val_loss"],
@@ -466,29 +505,45 @@ def write_run_files(run_dir: Path, config: PretrainConfig, data: PretrainingData
         "model": {"architecture": architecture, **settings},
         "tokenizer": {"kind": config.tokenizer, "vocab_size": data.tokenizer.vocab_size},
         "train": asdict(train_config(config, progress=False)),
-        "data": {"train_tokens": len(data.train_ids), "val_tokens": len(data.val_ids)},
+        "data": {"train_tokens": len(data.train_ids), "val_tokens": len(data.val_ids),
+                 "corpus": fingerprints.fingerprint(config.corpus, CORPORA)},
     })
 
 
 def pretrain(
-    config: PretrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True
+    config: PretrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, steps: int | None = None
 ) -> TrainResult:
     """Build tokenizer, data, model and objective from ``config`` and train, writing the run into ``run_dir``.
 
     ``resume=True`` continues the run in ``run_dir`` with its own ``config.json`` and ``tokenizer.json``
-    (``config`` then only supplies ``device`` and ``threads``). With ``config.init_from`` the model starts from
+    (``config`` then only supplies ``device`` and ``threads``); ``steps`` then sets a new end, e.g. more steps for
+    a finished run: the cosine schedule is stretched to end there, so the learning rate continues from that longer
+    schedule's value at the step reached. A new run that fails or is interrupted before its first ``last.pt``
+    leaves no folder (:func:`minipt.runs.new_run_dir`). With ``config.init_from`` the model starts from
     that run's weights, with its tokenizer and architecture settings (``config``'s own are replaced), and the
     embedding and the lowest ``config.freeze`` layers stay fixed; ``summary.json`` then also holds the validation
     loss before training. The model trains on its fast path (:func:`minipt.nn.set_fast`).
     """
-    run_dir, tokenizer = Path(run_dir), None
+    run_dir = Path(run_dir)
     if resume:
-        config, tokenizer = resumed_config(config, run_dir)
-    else:
-        check_new_run_dir(run_dir, hint=f", or continue that run with --resume {run_dir}")
-        if config.init_from:
-            config, tokenizer = config_from_run(config)
-    config.check()
+        config, tokenizer = resumed_config(config, run_dir, steps)
+        config.check()
+        if steps is not None:  # the run's new end, for the next --resume
+            saved = read_config(run_dir)
+            write_config(run_dir, {**saved, "pretrain": asdict(config), "train": asdict(train_config(config, False))})
+        return train_run(config, run_dir, tokenizer, resume=True, progress=progress)
+    with new_run_dir(run_dir, hint=f", or continue that run with --resume {run_dir}"):
+        config, tokenizer = config_from_run(config) if config.init_from else (config, None)
+        config.check()  # the settings and the device, before anything is written
+        if config.warmup < 0:
+            config = replace(config, warmup=default_warmup(config.steps))  # recorded as the number it is
+        return train_run(config, run_dir, tokenizer, resume=False, progress=progress)
+
+
+def train_run(
+    config: PretrainConfig, run_dir: Path, tokenizer: Tokenizer | None, resume: bool, progress: bool
+) -> TrainResult:
+    """Data, model, objective and the training loop of :func:`pretrain` (``tokenizer``: the run's, or None)."""
     use_threads(config.threads)
     data = load_data(config, tokenizer)
     model = build_pretraining_model(config, data.tokenizer, fast=True)
@@ -498,9 +553,10 @@ def pretrain(
         strategies.freeze(model, config.freeze)  # on resume too: the optimizer must leave the frozen part out
     if not resume:
         write_run_files(run_dir, config, data)
-    result = train(model, next_batch=objective.next_batch, loss_fn=objective.loss_fn, evaluate=objective.evaluate,
-                   config=train_config(config, progress), run_dir=run_dir, generator=objective.generator,
-                   resume=resume)
+    with interrupts.deferred():  # Ctrl-C: the loop stops between two steps and saves last.pt
+        result = train(model, next_batch=objective.next_batch, loss_fn=objective.loss_fn,
+                       evaluate=objective.evaluate, config=train_config(config, progress), run_dir=run_dir,
+                       generator=objective.generator, resume=resume)
     if before:
         write_json(run_dir / "summary.json", {**read_json(run_dir / "summary.json"), **before})
     return result
@@ -513,12 +569,16 @@ def load_run(
     tokenizer and its config dict. For ``mlm+nsp`` runs the next-sentence head is dropped. The model computes on
     the readable path unless ``fast=True`` (:func:`minipt.nn.set_fast`)."""
     run_dir = Path(run_dir)
-    saved = read_config(run_dir)
+    saved = read_pretraining_config(run_dir, "--from")
     config = PretrainConfig(**saved["pretrain"])
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    checkpoint = load_checkpoint(checkpoint_path(run_dir))
+    trained_on = saved["model"].get("vocab_size", tokenizer.vocab_size)
+    if tokenizer.vocab_size != trained_on:
+        raise MiniptError(f"{run_dir / 'tokenizer.json'} has {tokenizer.vocab_size} tokens but the run's model was "
+                          f"trained on {trained_on}: that tokenizer does not belong to this run")
+    path = checkpoint_path(run_dir)
     model = build_pretraining_model(config, tokenizer, fast=fast)
-    model.load_state_dict(checkpoint["model"])
+    load_weights(model, load_checkpoint(path)["model"], path)
     if isinstance(model, MaskedLMWithNextSentenceHead):
         model = model.lm
     return model.to(device).eval(), tokenizer, saved

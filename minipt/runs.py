@@ -25,21 +25,29 @@ never a mix. A write that dies halfway leaves only its temporary file behind, an
 removes such leftovers (one writer per path: a run owns its folder).
 
 This module sits low (it imports only :mod:`minipt.errors`), so the tokenizers, the data cache and the checkpoints
-can all use its writer.
+can all use its writer. Its files get the mode of an ordinary new file (``0o666`` less the umask, typically
+``0644``), so that a course's TA can read a student's run.
+
+A new run is created inside :func:`new_run_dir`: a run that fails or is interrupted before it saved its first
+``last.pt`` removes what it created, so no folder is left that neither ``--out`` (not empty) nor ``--resume``
+(nothing to continue) accepts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 from minipt.errors import MiniptError
 
-__all__ = ["write_atomic", "write_json", "read_json", "check_new_run_dir", "write_config", "read_config"]
+__all__ = ["write_atomic", "write_json", "read_json", "check_new_run_dir", "new_run_dir", "write_config",
+           "read_config"]
 
 Content = bytes | str | Callable[[IO[bytes]], object]  # the bytes, text (UTF-8), or a function writing to a file
 
@@ -72,6 +80,13 @@ def _fsync_directory(folder: Path) -> None:
         os.close(descriptor)
 
 
+def _ordinary_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666`` less the process's umask (typically ``0o644``)."""
+    umask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(path: str | os.PathLike, content: Content, one_writer: bool = True) -> None:
     """Write ``content`` to ``path`` atomically: a temporary file beside ``path``, renamed onto it.
 
@@ -96,6 +111,7 @@ def write_atomic(path: str | os.PathLike, content: Content, one_writer: bool = T
                 file.write(content.encode("utf-8") if isinstance(content, str) else content)
             file.flush()  # Python's buffer -> the OS
             os.fsync(file.fileno())  # the OS's cache -> the disk
+        os.chmod(temporary, _ordinary_mode())  # temporary files are made 0600; the final file is an ordinary one
         os.replace(temporary, path)  # atomic: readers see the old file or the new one
     except BaseException:  # also on KeyboardInterrupt: never leave a half-written temporary file
         if temporary is not None:
@@ -127,8 +143,33 @@ def check_new_run_dir(run_dir: str | os.PathLike, hint: str = "") -> None:
     """A new run must not overwrite an old one: the folder must be absent or empty. ``hint`` ends the message
     (e.g. how to continue the old run instead)."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.exists() and not run_dir.is_dir():
+        raise MiniptError(f"--out {run_dir} is a file, not a folder; choose a new folder")
+    if run_dir.exists() and any(run_dir.iterdir()):
         raise MiniptError(f"--out {run_dir} already exists and is not empty; choose a new folder{hint}")
+
+
+@contextmanager
+def new_run_dir(run_dir: str | os.PathLike, hint: str = "") -> Iterator[Path]:
+    """Check the new run's folder (:func:`check_new_run_dir`) and create the run in the body. When the body fails
+    or is interrupted before any ``last.pt`` exists in the folder, everything it created goes: the folder itself if
+    it did not exist, else its contents (it was empty). A folder with a ``last.pt`` stays: ``--resume`` takes it."""
+    run_dir = Path(run_dir)
+    check_new_run_dir(run_dir, hint)
+    existed = run_dir.exists()
+    try:
+        yield run_dir
+    except BaseException:
+        if run_dir.is_dir() and not any(run_dir.rglob("last.pt")):
+            if existed:
+                for entry in run_dir.iterdir():
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+            else:
+                shutil.rmtree(run_dir)
+        raise
 
 
 def write_config(run_dir: str | os.PathLike, config: dict) -> None:
@@ -139,6 +180,8 @@ def write_config(run_dir: str | os.PathLike, config: dict) -> None:
 def read_config(run_dir: str | os.PathLike) -> dict:
     """The ``config.json`` of a run folder, with a clear error when the folder or the file is missing or broken."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise MiniptError(f"{run_dir} is a file, not a run folder")
     if not run_dir.is_dir():
         raise MiniptError(f"run folder {run_dir} does not exist")
     config = read_json(run_dir / "config.json")

@@ -90,16 +90,18 @@ def setting(
     architecture: bool = False,
     hidden: bool = False,
     metavar: str | None = None,
+    default_text: str | None = None,
 ) -> Any:
     """A config field with its ``help`` text (shown by ``--help``) and ``rule`` (checked at the job's start).
 
     ``flag`` overrides the flag made from the name (``from_run`` -> ``--from``); ``aliases`` are older spellings
     still accepted but not shown; ``architecture`` marks a setting that defines the model or the tokenizer, which a
     run continued from another run takes from that run; ``hidden`` keeps the flag out of ``--help``; ``metavar``
-    names the value in ``--help`` (default: the name in capitals).
+    names the value in ``--help`` (default: the name in capitals); ``default_text`` replaces the ``(default: ...)``
+    that ``--help`` adds (``""``: none, when the help text says it).
     """
     metadata = {"help": help, "rule": rule, "flag": flag, "aliases": aliases, "architecture": architecture,
-                "hidden": hidden, "metavar": metavar}
+                "hidden": hidden, "metavar": metavar, "default_text": default_text}
     return field(default=default, metadata=metadata)
 
 
@@ -122,6 +124,9 @@ def read_settings_file(path: str, config_class: type, extra: dict[str, type] | N
     ``extra`` keys, e.g. ``{"out": str}``), each value of its field's type (an integer is accepted for a float).
     An unknown key or a value of the wrong type is an error naming the key and the file."""
     file = Path(path)
+    if file.suffix.lower() in (".yaml", ".yml"):
+        raise MiniptError(f"--config {path}: YAML is not read (minipt has no YAML library); write the settings as "
+                          "JSON (.json) or TOML (.toml)")
     try:
         text = file.read_text(encoding="utf-8")
         settings = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)

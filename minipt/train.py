@@ -46,7 +46,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm  # a plain text bar: works in terminals and notebooks alike, no widgets needed
 
-from minipt.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from minipt import interrupts, progress
+from minipt.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from minipt.errors import MiniptError, TrainingDivergedError
 from minipt.models.language_model import evaluation_mode
 from minipt.optim import AdamW, clip_grad_norm_, param_groups, warmup_cosine
@@ -279,7 +280,7 @@ class TrainingState:
     def restore(self, path: Path) -> None:
         """Load a checkpoint written by :meth:`save` back into the objects and the counters."""
         checkpoint = load_checkpoint(path)
-        self.model.load_state_dict(checkpoint["model"])
+        load_weights(self.model, checkpoint["model"], path)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         set_rng_state(checkpoint["rng"])
@@ -300,7 +301,9 @@ class Meter:
         self.start = now - loop.elapsed_seconds
         self.step_time, self.step_tokens = now, loop.tokens_seen
         self.mark_time, self.mark_tokens = now, loop.tokens_seen
-        self.bar = tqdm(total=config.steps, initial=loop.step, disable=not config.progress, dynamic_ncols=True)
+        self.plain = config.progress and not progress.is_terminal()  # a log file: one line per evaluation
+        self.bar = tqdm(total=config.steps, initial=loop.step, disable=not config.progress or self.plain,
+                        dynamic_ncols=True)
         self.postfix: dict[str, str] = {}  # what the bar shows after the counter
 
     def step_started(self, loop: LoopState) -> None:
@@ -337,6 +340,9 @@ def evaluation_step(
         evaluation = {name: float(value) for name, value in evaluate(state.model).items()}
     if config.monitor not in evaluation:
         raise MiniptError(f"monitor {config.monitor!r} is not among the evaluation's results {sorted(evaluation)}")
+    if meter.plain:
+        print(progress.progress_line(loop.step, config.steps, loop.train_loss_sum / loop.train_loss_count, evaluation,
+                                     tokens_per_second, loop.elapsed_seconds), flush=True)
     append_jsonl(run_dir / "metrics.jsonl", {
         "step": loop.step,
         "tokens": loop.tokens_seen,
@@ -369,6 +375,16 @@ def build_optimizer(
     schedule = partial(warmup_cosine, warmup_steps=config.warmup, total_steps=config.steps,
                        min_ratio=config.min_lr_ratio)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def stop_interrupted(state: TrainingState, run_dir: Path, meter: Meter, signum: int) -> None:
+    """Between two steps, after a signal: save ``last.pt`` (when a step was taken) and raise
+    :class:`~minipt.interrupts.Interrupted`."""
+    meter.bar.close()
+    saved = state.loop.step >= 1
+    if saved:
+        state.save(run_dir / "last.pt")
+    raise interrupts.Interrupted(signum, step=state.loop.step, saved=saved, run_dir=run_dir)
 
 
 def finish(run_dir: Path, loop: LoopState, config: TrainConfig, stopped_early: bool, evaluation: dict) -> TrainResult:
@@ -404,7 +420,10 @@ def train(
     sampler's, goes into the checkpoints. ``optimizer_groups``: AdamW groups (default: decay / no-decay groups).
     ``resume=True`` continues from ``run_dir/last.pt``. ``callbacks``: :class:`Callback` hooks. ``evaluate`` runs
     under ``torch.no_grad()`` with dropout off. A non-finite loss raises
-    :class:`~minipt.errors.TrainingDivergedError` before anything about that step is saved.
+    :class:`~minipt.errors.TrainingDivergedError` before anything about that step is saved. Inside
+    :func:`minipt.interrupts.deferred` (the jobs call ``train`` there), Ctrl-C or SIGTERM stops the loop at the start
+    of the next step: ``last.pt`` is saved (after at least one step) and :class:`~minipt.interrupts.Interrupted`
+    is raised.
     """
     config.check()
     device, run_dir = resolve_device(config.device), Path(run_dir)
@@ -420,6 +439,8 @@ def train(
     evaluation, stopped_early = {}, False
 
     while loop.step < config.steps and not stopped_early:
+        if interrupts.pending() is not None:  # Ctrl-C or SIGTERM during interrupts.deferred(): stop here, whole
+            stop_interrupted(state, run_dir, meter, interrupts.pending())
         meter.step_started(loop)
         for callback in callbacks:
             callback.on_step_start(loop.step, model, optimizer)

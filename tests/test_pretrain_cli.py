@@ -7,6 +7,7 @@ a few seconds. Nothing here reads the built-in Shakespeare corpus.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -78,7 +79,9 @@ def test_pretrain_writes_the_run_folder(tmp_path, corpus, capsys):
     assert config["pretrain"]["d_model"] == 16 and config["pretrain"]["corpus"] == str(corpus)
     assert config["model"]["architecture"] == "transformer" and config["model"]["causal"] is True
     # (43 + 42) * 40 = 3,400 characters, one token each: the last int(0.1 * 3400) = 340 validate, 3,060 train
-    assert config["data"] == {"train_tokens": 3060, "val_tokens": 340}
+    # and the corpus's fingerprint: what `sha256sum corpus.txt` prints, and its size
+    fingerprint = {"path": str(corpus), "sha256": hashlib.sha256(TEXT.encode()).hexdigest(), "bytes": 3400}
+    assert config["data"] == {"train_tokens": 3060, "val_tokens": 340, "corpus": fingerprint}
     assert [record["step"] for record in metrics(out)] == [3, 6]
     checkpoint = load_checkpoint(out / "last.pt")
     assert checkpoint["loop"]["step"] == 6 and checkpoint["loop"]["tokens_seen"] == 6 * 4 * 16
@@ -274,8 +277,8 @@ def test_missing_and_tampered_runs(tmp_path, corpus, capsys):
     torch.save({"model": Exploit()}, out / "last.pt")
     status = main(["pretrain", "--resume", str(out), "--quiet"])
     one_line_error(capsys, status, "last.pt", "refused")
-    status = main(["pretrain", "--resume", str(out), "--steps", "9"])
-    one_line_error(capsys, status, "--resume continues a run with its saved config.json", "--steps")
+    status = main(["pretrain", "--resume", str(out), "--lr", "0.1"])
+    one_line_error(capsys, status, "--resume continues a run with its saved config.json", "--lr")
 
 
 def test_a_real_subprocess_reports_a_bad_value_with_status_2(tmp_path):

@@ -19,13 +19,14 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from minipt.errors import MiniptError
+from minipt.errors import MiniptError, warn
 
 __all__ = ["DataError", "LabelledData", "read_text", "read_labelled", "SPLITS"]
 
 SPLITS = ("train", "validation", "test")
 VALIDATION_FRACTION = 0.1
 TEST_FRACTION = 0.1
+SINGLETON_WARNING_ROWS = 20  # in a file of at least this many rows, a label seen once is likely a typo
 
 
 DataError = MiniptError  # bad input data: minipt's one error class, under the name the data modules raise it by
@@ -105,6 +106,12 @@ def _rows(path: Path, content: str) -> tuple[list[str], list[tuple[int, dict]]]:
         reader = csv.DictReader(io.StringIO(content, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
         rows = []
         for row in reader:
+            if None in row or None in row.values():  # more fields than the header (key None), or fewer (value None)
+                count = len(row) - 1 + len(row[None]) if None in row else sum(v is not None for v in row.values())
+                raise DataError(
+                    f"{path}: line {reader.line_num}: {count} fields, but the header has {len(reader.fieldnames)}; "
+                    'a text with a comma (or a tab in a .tsv) must be quoted: "hello, world"'
+                )
             if any(value for value in row.values()):  # blank lines are skipped
                 rows.append((reader.line_num, row))
         return list(reader.fieldnames or []), rows
@@ -178,6 +185,18 @@ def check_labelled(name: str, splits: dict[str, list[Example]]) -> list[str]:
     return sorted(train_labels)
 
 
+def warn_singleton_labels(path: Path, lines: list[int], examples: list[Example]) -> None:
+    """Warn about each label that occurs once in a file of many rows (likely a typo, or a misplaced comma)."""
+    if len(examples) < SINGLETON_WARNING_ROWS:
+        return
+    counts: dict[str, int] = {}
+    for _, label in examples:
+        counts[label] = counts.get(label, 0) + 1
+    for line, (_, label) in zip(lines, examples, strict=True):
+        if counts[label] == 1:
+            warn(f"{path}: line {line}: label {label!r} occurs only once in {len(examples)} rows; a typo?")
+
+
 def read_labelled(
     path: str | Path, text_column: str = "text", label_column: str = "label", seed: int = 0
 ) -> LabelledData:
@@ -192,7 +211,7 @@ def read_labelled(
     if missing:
         raise DataError(
             f"{path}: no column {' or '.join(map(repr, missing))}; columns found: {', '.join(map(repr, columns))} "
-            "(choose them with text_column= / label_column=)"
+            "(choose them with --text-column / --label-column)"
         )
     if not rows:
         raise DataError(f"{path}: no rows after the header")
@@ -200,6 +219,7 @@ def read_labelled(
         (_field(path, line, row, text_column, "text"), _field(path, line, row, label_column, "label"))
         for line, row in rows
     ]
+    warn_singleton_labels(path, [line for line, _ in rows], examples)
     if "split" in columns:
         splits: dict[str, list[Example]] = {split: [] for split in SPLITS}
         for (line, row), example in zip(rows, examples, strict=True):

@@ -26,6 +26,8 @@ same values and gradients (``tests/test_models.py``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -255,8 +257,10 @@ class GRULM(LanguageModel):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        suppress_tokens: Sequence[int] = (),
     ) -> Tensor:
-        """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``.
+        """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``; the ids in
+        ``suppress_tokens`` are never sampled.
 
         The recurrence makes this cheap: the prompt is read once, then each new token is one step of every
         layer from the carried states :math:`h^{(l)}` (no context limit, no re-reading). Sampling follows
@@ -273,6 +277,6 @@ class GRULM(LanguageModel):
                 for index, layer in enumerate(self.layers):
                     x, states[index] = layer(x, states[index])  # (B, T', H), (1, B, H)
                 logits = self.lm_head(x[:, -1, :])  # (B, V)
-                new_tokens = sample_next_token(logits, temperature, top_k, generator)  # (B, 1)
+                new_tokens = sample_next_token(logits, temperature, top_k, generator, suppress_tokens)  # (B, 1)
                 idx = torch.cat([idx, new_tokens], dim=1)
         return idx

@@ -10,7 +10,7 @@ they turn token ids into hidden states. Everything around that lives here, writt
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -60,7 +60,7 @@ def language_model_loss(logits: Tensor, targets: Tensor, ignore_index: int = -10
 
 def check_sampling_arguments(temperature: float, top_k: int | None, vocab_size: int) -> None:
     """``temperature`` must be > 0 and ``top_k`` (when given) between 1 and ``vocab_size``."""
-    if temperature <= 0:
+    if not temperature > 0:  # NaN too
         raise ModelInputError(
             f"temperature must be > 0, got {temperature} (for greedy decoding use top_k=1 instead)"
         )
@@ -94,8 +94,15 @@ def sample_next_token(
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    suppress_tokens: Sequence[int] = (),
 ) -> Tensor:
-    """Draw one token per row from :func:`next_token_probabilities`. ``logits`` ``(B, V)`` -> ids ``(B, 1)``."""
+    r"""Draw one token per row from :func:`next_token_probabilities`. ``logits`` ``(B, V)`` -> ids ``(B, 1)``.
+
+    The ids in ``suppress_tokens`` (e.g. ``<pad>`` and ``<mask>``, which are not text) get logit :math:`-\infty`
+    first: probability exactly 0, never drawn.
+    """
+    if suppress_tokens:
+        logits = logits.index_fill(-1, torch.tensor(list(suppress_tokens), device=logits.device), float("-inf"))
     probabilities = next_token_probabilities(logits, temperature, top_k)  # (B, V)
     return torch.multinomial(probabilities, num_samples=1, generator=generator)  # (B, 1)
 

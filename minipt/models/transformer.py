@@ -21,6 +21,8 @@ formulas. Both give the same values and gradients (``tests/test_models.py``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -255,8 +257,10 @@ class TransformerLM(LanguageModel):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        suppress_tokens: Sequence[int] = (),
     ) -> Tensor:
-        """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``.
+        """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``; the ids in
+        ``suppress_tokens`` are never sampled.
 
         Each step runs the model on the last ``max_len`` tokens (the positions it has learned), samples from
         the last position's distribution (:func:`~minipt.models.language_model.next_token_probabilities`) and
@@ -272,6 +276,7 @@ class TransformerLM(LanguageModel):
             for _ in range(max_new_tokens):
                 context = idx[:, -self.max_len :]  # (B, <= max_len)
                 logits, _ = self(context)  # (B, T', V)
-                next_token = sample_next_token(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
+                last = logits[:, -1, :]  # (B, V)
+                next_token = sample_next_token(last, temperature, top_k, generator, suppress_tokens)  # (B, 1)
                 idx = torch.cat([idx, next_token], dim=1)
         return idx
