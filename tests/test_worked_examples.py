@@ -371,7 +371,8 @@ def test_layer_norm_gradient_on_one_two_three_four(layer_norm):
     #     = [-0.449997, -0.149999, 0.149999, 0.449997]
     #   g - 0.25 = [0.75, -0.25, -0.25, -0.25]; sum: [0.300003, -0.399999, -0.100001, 0.199997]
     #   dx = 0.894424 * that = [0.268330, -0.357769, -0.089443, 0.178882]
-    # Relations: sum(dx) = 0 (shifting x changes nothing) and dx . x_hat = 0 (scaling x changes nothing).
+    # Relation: sum(dx) = 0 (shifting x changes nothing; scaling it changes nothing only up to eps, so dx . x_hat
+    # is not exactly 0).
     # Tolerance 2e-6: the six-digit intermediates above carry rounding errors of a few 1e-7.
     x = tensor(1.0, 2.0, 3.0, 4.0).requires_grad_()
     layer_norm(x, 4)[0].backward()
