@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, fields
 
 from minipt import __version__
-from minipt.errors import MiniptError, TrainingDivergedError
+from minipt.errors import MiniptError, RankLostError, TrainingDivergedError
 from minipt.settings import flag, read_settings_file
 
 EXIT_USAGE = 2  # a user mistake: bad flag, missing file, bad config
@@ -309,9 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from minipt import distributed
+
     try:
-        return args.run(args)
-    except TrainingDivergedError as error:  # first: it is a MiniptError too, but the job failed, not the user
+        with distributed.launched(args.command):  # one rank of a torchrun job, or nothing
+            return args.run(args)
+    except (TrainingDivergedError, RankLostError) as error:  # first: MiniptErrors too, but the job failed
         print(f"minipt {args.command}: error: {error}", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as error:  # every minipt input error is a MiniptError (a ValueError), one line long

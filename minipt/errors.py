@@ -5,13 +5,14 @@
   problem. ``minipt`` prints it and exits with status 2.
 * :class:`TrainingDivergedError` — the loss became NaN or infinite. Not the user's input but the run itself
   failed, so ``minipt`` exits with status 1; the message names the step and the last good checkpoint.
+* :class:`RankLostError` — under ``torchrun``, another rank stopped (failed or was killed); status 1 too.
 
 This is the lowest module of the package: it imports nothing.
 """
 
 from __future__ import annotations
 
-__all__ = ["MiniptError", "TrainingDivergedError"]
+__all__ = ["MiniptError", "TrainingDivergedError", "RankLostError"]
 
 
 class MiniptError(ValueError):
@@ -20,3 +21,7 @@ class MiniptError(ValueError):
 
 class TrainingDivergedError(MiniptError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+class RankLostError(MiniptError):
+    """Another rank of a ``torchrun`` job stopped (it failed or was killed), so this one cannot go on."""

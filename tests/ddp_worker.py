@@ -1,0 +1,117 @@
+"""One rank of the data-parallel scenarios of ``tests/test_distributed.py``:
+``python tests/ddp_worker.py OUT RUN TASK``.
+
+The test starts two of these with the environment torchrun would give them (``RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR``, ``MASTER_PORT``, ...). Together they run, on gloo:
+
+1. ``equality``: 3 steps of 2 accumulated micro-batches, in float64, rank ``r`` taking rows ``r*B .. (r+1)*B`` of
+   every global batch of ``2B`` rows (:func:`global_batch`); the test trains one process on the whole global
+   batches and compares the weights;
+2. ``straight`` and ``crashed``: 6 steps (dropout on, each rank its own sampler), then the same run crashed at
+   step 5 on both ranks and resumed from ``last.pt`` (step 3);
+3. ``finetune_gradual`` and ``finetune_cached``: ``minipt.finetune.finetune`` on the pretraining run ``RUN`` and
+   the labelled file ``TASK`` (gradual unfreezing: the set of trained parameters changes; frozen layers cached:
+   the loss runs the top layers only).
+
+Rank 0 writes every run folder into ``OUT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from minipt import distributed
+from minipt.finetune import FinetuneConfig, finetune
+from minipt.models import TransformerLM
+from minipt.train import Callback, TrainConfig, train
+
+VOCAB, BLOCK, ROWS = 12, 8, 2  # ROWS per rank and micro-batch
+STREAM = torch.arange(400) % 7 + (torch.arange(400) // 50) % 3  # a learnable, slightly varied token stream
+VAL_X, VAL_Y = STREAM[:BLOCK].unsqueeze(0), STREAM[1 : BLOCK + 1].unsqueeze(0)
+
+
+def tiny_model(dropout: float = 0.0) -> TransformerLM:
+    torch.manual_seed(0)
+    return TransformerLM(VOCAB, d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=BLOCK, dropout=dropout)
+
+
+def windows(starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.stack([STREAM[s : s + BLOCK] for s in starts])  # (B, T)
+    y = torch.stack([STREAM[s + 1 : s + BLOCK + 1] for s in starts])  # (B, T)
+    return x, y
+
+
+def global_batch(index: int, ranks: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Micro-batch ``index`` of the whole job: ``ranks * ROWS`` windows, a pure function of ``index``."""
+    generator = torch.Generator().manual_seed(index)
+    return windows(torch.randint(0, len(STREAM) - BLOCK - 1, (ranks * ROWS,), generator=generator).tolist())
+
+
+def lm_loss(model, batch):
+    x, y = batch
+    return model(x, y)[1]
+
+
+def evaluate(model):
+    return {"val_loss": float(model(VAL_X, VAL_Y)[1])}
+
+
+EQUALITY = TrainConfig(steps=3, lr=1e-2, warmup=1, grad_accum=2, eval_every=3, device="cpu", progress=False)
+RESUMABLE = TrainConfig(steps=6, lr=1e-2, warmup=1, eval_every=3, device="cpu", progress=False)
+
+
+class SimulatedCrashError(Exception):
+    pass
+
+
+class CrashAtStep5(Callback):
+    def on_step_start(self, step, model, optimizer):
+        if step == 4:
+            raise SimulatedCrashError
+
+
+def rank_sampler():
+    """Random windows from a generator of this rank's own seed (saved and restored by the loop)."""
+    generator = torch.Generator().manual_seed(distributed.rank_seed(0))
+
+    def next_batch(index):
+        return windows(torch.randint(0, len(STREAM) - BLOCK - 1, (ROWS,), generator=generator).tolist())
+
+    return next_batch, generator
+
+
+def main(out: Path, run: Path, task: Path) -> None:
+    distributed.init_from_env()
+    torch.set_num_threads(1)
+    rank = distributed.rank()
+
+    model = tiny_model().double()
+    rows = slice(rank * ROWS, (rank + 1) * ROWS)
+    train(model, next_batch=lambda i: tuple(t[rows] for t in global_batch(i)), loss_fn=lm_loss, evaluate=evaluate,
+          config=EQUALITY, run_dir=out / "equality")
+
+    next_batch, generator = rank_sampler()
+    train(tiny_model(0.1), next_batch=next_batch, loss_fn=lm_loss, evaluate=evaluate, config=RESUMABLE,
+          run_dir=out / "straight", generator=generator)
+    next_batch, generator = rank_sampler()
+    with contextlib.suppress(SimulatedCrashError):
+        train(tiny_model(0.1), next_batch=next_batch, loss_fn=lm_loss, evaluate=evaluate, config=RESUMABLE,
+              run_dir=out / "crashed", generator=generator, callbacks=[CrashAtStep5()])
+    torch.manual_seed(1000 + rank)  # a new process would not share the crashed one's random state
+    next_batch, generator = rank_sampler()
+    train(tiny_model(0.1), next_batch=next_batch, loss_fn=lm_loss, evaluate=evaluate, config=RESUMABLE,
+          run_dir=out / "crashed", generator=generator, resume=True)
+
+    settings = dict(from_run=str(run), task=str(task), epochs=2, batch_size=4, lr=3e-3, device="cpu", threads=1)
+    finetune(FinetuneConfig(**settings, strategy="gradual"), out / "finetune_gradual", progress=False, verbose=False)
+    finetune(FinetuneConfig(**settings, freeze="1"), out / "finetune_cached", progress=False, verbose=False)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(*(Path(argument) for argument in sys.argv[1:4]))
