@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from typing import Any
@@ -137,10 +138,10 @@ def launched(command: str) -> Iterator[None]:
     except RuntimeError as error:
         if not is_lost_connection(error):
             raise
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()).split(". ")[0]  # no "[file.cc:537] " prefix
         raise RankLostError(
             f"rank {rank()} of {world_size()} lost contact with the other ranks: one of them stopped or was "
-            f"killed ({first_line}); the run folder keeps its last checkpoint, continue it with "
+            f"killed ({reason or type(error).__name__}); the run folder keeps its last checkpoint, continue it with "
             f"`torchrun ... -m minipt {command} --resume RUN_DIR`"
         ) from None
     finally:
