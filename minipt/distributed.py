@@ -123,8 +123,9 @@ def launched(command: str) -> Iterator[None]:
     """Run ``minipt COMMAND`` as one rank of a torchrun job (when torchrun started this process; otherwise do
     nothing): join the process group, silence the standard output of ranks other than 0, leave the group at
     the end, and turn a collective that failed because another rank stopped into a one-line
-    :class:`~minipt.errors.RankLostError`. Only ``pretrain`` and ``finetune`` run under torchrun."""
-    if not launched_by_torchrun():
+    :class:`~minipt.errors.RankLostError`. Only ``pretrain`` and ``finetune`` run under torchrun. A process
+    that already joined a process group runs the command in it as it is."""
+    if not launched_by_torchrun() or is_distributed():
         yield
         return
     if command not in JOBS:

@@ -413,8 +413,8 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, progress: bool = True,
     """Finetune ``config.from_run``'s model on ``config.task`` into ``run_dir``; returns the summary dict.
 
     ``progress`` shows the training loop's progress bar; ``verbose`` prints the table of trainable parameters
-    per layer before training. Under torchrun the ranks share each epoch's examples and rank 0 writes the run;
-    the other ranks return ``{}``.
+    per layer before training. Under torchrun the ranks share each epoch's examples, rank 0 writes the run, and
+    every rank returns rank 0's summary.
     """
     config.check()
     run_dir = Path(run_dir)
@@ -450,7 +450,7 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, progress: bool = True,
                    callbacks=callbacks)
     wall_seconds = time.perf_counter() - start
     if not distributed.is_main():
-        return {}  # rank 0 scores the test split and writes the summary
+        return distributed.broadcast(None)  # rank 0 scores the test split, writes the summary and shares it
     if config.strategy == "gradual":
         strategies.freeze(model, 0)  # count what trained by the end of the schedule
     trainable_params = model.num_parameters(trainable_only=True)
@@ -464,7 +464,7 @@ def finetune(config: FinetuneConfig, run_dir: str | Path, progress: bool = True,
         "seconds_per_step": wall_seconds / max(result.step, 1),
     }
     write_json(run_dir / "summary.json", summary)
-    return summary
+    return distributed.broadcast(summary)
 
 
 def score_best_checkpoint(model: SequenceClassifier, run_dir: Path, data: FinetuneData, task_name: str) -> dict:

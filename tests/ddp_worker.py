@@ -11,7 +11,7 @@ The test starts two of these with the environment torchrun would give them (``RA
    step 5 on both ranks and resumed from ``last.pt`` (step 3);
 3. ``finetune_gradual`` and ``finetune_cached``: ``minipt.finetune.finetune`` on the pretraining run ``RUN`` and
    the labelled file ``TASK`` (gradual unfreezing: the set of trained parameters changes; frozen layers cached:
-   the loss runs the top layers only).
+   the loss runs the top layers only); ``finetune_cli``: the same through ``minipt finetune``.
 
 Rank 0 writes every run folder into ``OUT``.
 """
@@ -19,6 +19,7 @@ Rank 0 writes every run folder into ``OUT``.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from minipt import distributed
+from minipt.cli import main as minipt_main
 from minipt.finetune import FinetuneConfig, finetune
 from minipt.models import TransformerLM
 from minipt.train import Callback, TrainConfig, train
@@ -85,7 +87,7 @@ def rank_sampler():
     return next_batch, generator
 
 
-def main(out: Path, run: Path, task: Path) -> None:
+def run_scenarios(out: Path, run: Path, task: Path) -> None:
     distributed.init_from_env()
     torch.set_num_threads(1)
     rank = distributed.rank()
@@ -109,9 +111,14 @@ def main(out: Path, run: Path, task: Path) -> None:
 
     settings = dict(from_run=str(run), task=str(task), epochs=2, batch_size=4, lr=3e-3, device="cpu", threads=1)
     finetune(FinetuneConfig(**settings, strategy="gradual"), out / "finetune_gradual", progress=False, verbose=False)
-    finetune(FinetuneConfig(**settings, freeze="1"), out / "finetune_cached", progress=False, verbose=False)
+    summary = finetune(FinetuneConfig(**settings, freeze="1"), out / "finetune_cached", progress=False, verbose=False)
+    if rank == 1:  # rank 0's summary, shared
+        (out / "rank1_summary.json").write_text(json.dumps(summary))
+    status = minipt_main(["finetune", "--from", str(run), "--task", str(task), "--epochs", "1", "--batch-size", "4",
+                   "--device", "cpu", "--threads", "1", "--quiet", "--out", str(out / "finetune_cli")])
+    assert status == 0
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(*(Path(argument) for argument in sys.argv[1:4]))
+    run_scenarios(*(Path(argument) for argument in sys.argv[1:4]))

@@ -204,6 +204,14 @@ def test_finetuning_on_two_ranks_shares_each_epoch(ranks_ran, name):
     assert 0 <= summary["test_accuracy"] <= 1 and (run / "confusion.png").exists()
 
 
+def test_every_rank_gets_the_finetuning_summary_and_the_command_runs(ranks_ran):
+    shared = json.loads((ranks_ran / "rank1_summary.json").read_text())
+    assert shared == json.loads((ranks_ran / "finetune_cached" / "summary.json").read_text())
+    summary = json.loads((ranks_ran / "finetune_cli" / "summary.json").read_text())
+    examples = json.loads((ranks_ran / "finetune_cli" / "config.json").read_text())["data"]["train_examples"]
+    assert summary["steps"] == math.ceil(math.ceil(examples / 2) / 4)  # one epoch on two ranks
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The commands: torchrun ... -m minipt pretrain, and a rank killed in the middle
 # ----------------------------------------------------------------------------------------------------------
