@@ -140,11 +140,10 @@ def launched(command: str) -> Iterator[None]:
         if not is_lost_connection(error):
             raise
         reason = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()).split(". ")[0]  # no "[file.cc:537] " prefix
-        raise RankLostError(
-            f"rank {rank()} of {world_size()} lost contact with the other ranks: one of them stopped or was "
-            f"killed ({reason or type(error).__name__}); the run folder keeps its last checkpoint, continue it with "
-            f"`torchrun ... -m minipt {command} --resume RUN_DIR`"
-        ) from None
+        then = ("the run folder keeps its last checkpoint: continue it with `torchrun ... -m minipt pretrain --resume "
+                "RUN_DIR`" if command == "pretrain" else "start the finetuning again into a new --out folder")
+        raise RankLostError(f"rank {rank()} of {world_size()} lost contact with the other ranks: one of them stopped "
+                            f"or was killed ({reason or type(error).__name__}); {then}") from None
     finally:
         if quiet:
             quiet.close()

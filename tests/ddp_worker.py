@@ -1,8 +1,7 @@
 """One rank of the data-parallel scenarios of ``tests/test_distributed.py``:
-``python tests/ddp_worker.py OUT RUN TASK``.
+``torchrun --standalone --nproc-per-node 2 tests/ddp_worker.py OUT RUN TASK CORPUS``.
 
-The test starts two of these with the environment torchrun would give them (``RANK``, ``WORLD_SIZE``,
-``MASTER_ADDR``, ``MASTER_PORT``, ...). Together they run, on gloo:
+Together the two ranks run, on gloo:
 
 1. ``equality``: 3 steps of 2 accumulated micro-batches, in float64, rank ``r`` taking rows ``r*B .. (r+1)*B`` of
    every global batch of ``2B`` rows (:func:`global_batch`); the test trains one process on the whole global
@@ -11,7 +10,8 @@ The test starts two of these with the environment torchrun would give them (``RA
    step 5 on both ranks and resumed from ``last.pt`` (step 3);
 3. ``finetune_gradual`` and ``finetune_cached``: ``minipt.finetune.finetune`` on the pretraining run ``RUN`` and
    the labelled file ``TASK`` (gradual unfreezing: the set of trained parameters changes; frozen layers cached:
-   the loss runs the top layers only); ``finetune_cli``: the same through ``minipt finetune``.
+   the loss runs the top layers only); ``finetune_cli``: the same through ``minipt finetune``;
+4. ``pretrain_cli``: ``minipt pretrain`` on the text file ``CORPUS``, 4 steps.
 
 Rank 0 writes every run folder into ``OUT``.
 """
@@ -35,6 +35,9 @@ from minipt.train import Callback, TrainConfig, train
 VOCAB, BLOCK, ROWS = 12, 8, 2  # ROWS per rank and micro-batch
 STREAM = torch.arange(400) % 7 + (torch.arange(400) // 50) % 3  # a learnable, slightly varied token stream
 VAL_X, VAL_Y = STREAM[:BLOCK].unsqueeze(0), STREAM[1 : BLOCK + 1].unsqueeze(0)
+TINY_CLI = ["--tokenizer", "char", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-ff", "32",
+            "--block-size", "16", "--batch-size", "4", "--warmup", "1", "--eval-batches", "2", "--device", "cpu",
+            "--threads", "1", "--quiet"]
 
 
 def tiny_model(dropout: float = 0.0) -> TransformerLM:
@@ -87,7 +90,7 @@ def rank_sampler():
     return next_batch, generator
 
 
-def run_scenarios(out: Path, run: Path, task: Path) -> None:
+def run_scenarios(out: Path, run: Path, task: Path, corpus: Path) -> None:
     distributed.init_from_env()
     torch.set_num_threads(1)
     rank = distributed.rank()
@@ -117,8 +120,11 @@ def run_scenarios(out: Path, run: Path, task: Path) -> None:
     status = minipt_main(["finetune", "--from", str(run), "--task", str(task), "--epochs", "1", "--batch-size", "4",
                    "--device", "cpu", "--threads", "1", "--quiet", "--out", str(out / "finetune_cli")])
     assert status == 0
+    status = minipt_main(["pretrain", "--corpus", str(corpus), "--out", str(out / "pretrain_cli"), *TINY_CLI,
+                          "--steps", "4", "--eval-every", "2"])
+    assert status == 0
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    run_scenarios(*(Path(argument) for argument in sys.argv[1:4]))
+    run_scenarios(*(Path(argument) for argument in sys.argv[1:5]))

@@ -1,9 +1,10 @@
 """Data parallelism (minipt.distributed): two CPU ranks on gloo against one process, resume, finetuning, the
 ``torchrun`` command itself, and a killed rank.
 
-The ranks are real processes: ``tests/ddp_worker.py`` (the loop and the finetuning job, one launch for all
-their scenarios), ``minipt pretrain`` under ``torchrun``, and ``minipt pretrain`` started twice with torchrun's
-environment variables. Every launch has a timeout, so a hang fails the test instead of stalling the suite.
+The ranks are real processes: ``tests/ddp_worker.py`` under ``torchrun`` (the loop, the finetuning job and
+both commands: one launch for all their scenarios), and ``minipt pretrain`` started twice with torchrun's
+environment variables (one of them then killed). Every launch has a timeout, so a hang fails the test instead
+of stalling the suite.
 Tolerance of the equality test: float64 weights within 1e-12 of the one-process run (the two differ only in
 the order the gradients are summed).
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ddp_worker import EQUALITY, ROWS, evaluate, global_batch, lm_loss, tiny_model
+from ddp_worker import EQUALITY, ROWS, TINY_CLI, evaluate, global_batch, lm_loss, tiny_model
 
 import minipt
 from minipt import distributed
@@ -37,9 +38,6 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 CHECKOUT = Path(minipt.__file__).resolve().parents[1]  # the ranks import this copy of minipt
 LAUNCH_TIMEOUT = 300  # seconds; a launch takes a few seconds, longer only on a crowded machine
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n\n" * 40
-TINY = ["--tokenizer", "char", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-ff", "32",
-        "--block-size", "16", "--batch-size", "4", "--warmup", "1", "--eval-batches", "2", "--device", "cpu",
-        "--threads", "1", "--quiet"]
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +138,7 @@ def test_under_torchrun_only_pretrain_and_finetune_run(monkeypatch, tmp_path, ca
 @pytest.fixture(scope="module")
 def ranks_ran(tmp_path_factory) -> Path:
     """The folder where the two ranks of ``ddp_worker.py`` wrote their runs (a pretraining run and a labelled
-    file for the finetuning scenarios are made here first, in this process)."""
+    file for the finetuning scenarios are made here first, in this process). ``torchrun`` starts them."""
     folder = tmp_path_factory.mktemp("ddp")
     (folder / "corpus.txt").write_text("the rose is red and the sky is blue; so sing the birds of may.\n" * 60)
     pretrain(PretrainConfig(corpus=str(folder / "corpus.txt"), tokenizer="char", d_model=16, n_layers=2, n_heads=2,
@@ -149,10 +147,13 @@ def ranks_ran(tmp_path_factory) -> Path:
     rows = ["text,label"] + [f"the rose is red {i % 7} and so is the rose,rose" for i in range(15)]
     rows += [f"sing birds of may in the wood {i % 5} sing,bird" for i in range(12)]
     (folder / "task.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    processes = start_ranks([str(WORKER), str(folder / "out"), str(folder / "pretrain"), str(folder / "task.csv")])
-    for process in processes:
-        _, err = finish(process, processes)
-        assert process.returncode == 0, err[-3000:]
+    (folder / "text.txt").write_text(TEXT, encoding="utf-8")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    process = subprocess.Popen([*torchrun, str(WORKER), *(str(folder / name) for name in
+                                                        ("out", "pretrain", "task.csv", "text.txt"))],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    _, err = finish(process)
+    assert process.returncode == 0, err[-3000:]
     return folder / "out"
 
 
@@ -217,21 +218,9 @@ def test_every_rank_gets_the_finetuning_summary_and_the_command_runs(ranks_ran):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_torchrun_pretrain_writes_one_run_and_states_the_global_batch(tmp_path):
-    corpus, out = tmp_path / "corpus.txt", tmp_path / "run"
-    corpus.write_text(TEXT, encoding="utf-8")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    process = subprocess.Popen(
-        [*torchrun, "-m", "minipt", "pretrain", "--corpus", str(corpus), "--out", str(out), *TINY,
-         "--steps", "4", "--eval-every", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
-    stdout, stderr = finish(process)
-    assert process.returncode == 0, stderr[-3000:]
-    lines = stdout.splitlines()
-    assert lines.count("distributed: 2 ranks x --batch-size 4 x --grad-accum 1 = global batch of 8 sequences "
-                       "per step") == 1
-    assert sum(line.startswith("minipt pretrain: writing the run into") for line in lines) == 1  # rank 0 only
-    assert [(r["step"], r["tokens"]) for r in metrics(out)] == [(2, 2 * 8 * 16), (4, 4 * 8 * 16)]
+def test_minipt_pretrain_on_two_ranks_writes_one_run(ranks_ran):
+    out = ranks_ran / "pretrain_cli"
+    assert [(r["step"], r["tokens"]) for r in metrics(out)] == [(2, 2 * 8 * 16), (4, 4 * 8 * 16)]  # global tokens
     assert {"best.pt", "last.pt", "loss.png", "summary.json", "config.json", "tokenizer.json"} <= {
         path.name for path in out.iterdir()}
     assert len(load_checkpoint(out / "last.pt")["other_ranks"]) == 1
@@ -239,19 +228,22 @@ def test_torchrun_pretrain_writes_one_run_and_states_the_global_batch(tmp_path):
 
 def test_a_killed_rank_stops_the_job_with_a_clear_message(tmp_path):
     """Rank 1 is killed (SIGKILL) while training: rank 0 exits with status 1 and a one-line error saying so,
-    within the timeout instead of waiting forever, and the last checkpoint is intact."""
+    within the timeout instead of waiting forever, and the last checkpoint is intact. Before that, rank 0 alone
+    printed, and it stated the global batch."""
     corpus, out = tmp_path / "corpus.txt", tmp_path / "run"
     corpus.write_text(TEXT, encoding="utf-8")
     rank0, rank1 = processes = start_ranks(["-m", "minipt", "pretrain", "--corpus", str(corpus), "--out", str(out),
-                                           *TINY, "--steps", "100000", "--eval-every", "20"])
+                                           *TINY_CLI, "--steps", "100000", "--eval-every", "20"])
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     while not (out / "last.pt").exists() and rank0.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert (out / "last.pt").exists(), finish(rank0, processes)[1][-3000:]
     rank1.send_signal(signal.SIGKILL)
-    rank1.communicate()
-    _, stderr = finish(rank0, processes)
+    assert rank1.communicate()[0] == ""  # its standard output is silenced
+    stdout, stderr = finish(rank0, processes)
     assert rank0.returncode == 1
+    assert stdout.splitlines() == [f"minipt pretrain: writing the run into {out}", "distributed: 2 ranks x "
+                                   "--batch-size 4 x --grad-accum 1 = global batch of 8 sequences per step"]
     errors = [line for line in stderr.splitlines() if line.startswith("minipt pretrain: error:")]
     assert len(errors) == 1 and "rank 0 of 2 lost contact with the other ranks" in errors[0], stderr[-3000:]
     assert "--resume" in errors[0]
