@@ -11,7 +11,7 @@ Together the two ranks run, on gloo:
 3. ``finetune_gradual`` and ``finetune_cached``: ``minipt.finetune.finetune`` on the pretraining run ``RUN`` and
    the labelled file ``TASK`` (gradual unfreezing: the set of trained parameters changes; frozen layers cached:
    the loss runs the top layers only); ``finetune_cli``: the same through ``minipt finetune``;
-4. ``pretrain_cli``: ``minipt pretrain`` on the text file ``CORPUS``, 4 steps.
+4. ``pretrain_cli``: ``minipt pretrain`` on the text file ``CORPUS``, 4 steps, then ``--resume`` from step 2.
 
 Rank 0 writes every run folder into ``OUT``.
 """
@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from minipt import distributed
+from minipt.checkpoint import load_checkpoint, save_checkpoint
 from minipt.cli import main as minipt_main
 from minipt.finetune import FinetuneConfig, finetune
 from minipt.models import TransformerLM
@@ -123,6 +124,12 @@ def run_scenarios(out: Path, run: Path, task: Path, corpus: Path) -> None:
     status = minipt_main(["pretrain", "--corpus", str(corpus), "--out", str(out / "pretrain_cli"), *TINY_CLI,
                           "--steps", "4", "--eval-every", "2"])
     assert status == 0
+    if rank == 0:  # make last.pt say it was written after step 2, as if the job had stopped there
+        checkpoint = load_checkpoint(out / "pretrain_cli" / "last.pt")
+        checkpoint["loop"]["step"], checkpoint["loop"]["tokens_seen"] = 2, 2 * 8 * 16
+        save_checkpoint(out / "pretrain_cli" / "last.pt", checkpoint)
+    distributed.barrier()
+    assert minipt_main(["pretrain", "--resume", str(out / "pretrain_cli"), "--quiet"]) == 0
     dist.destroy_process_group()
 
 

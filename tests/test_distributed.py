@@ -218,7 +218,9 @@ def test_every_rank_gets_the_finetuning_summary_and_the_command_runs(ranks_ran):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_minipt_pretrain_on_two_ranks_writes_one_run(ranks_ran):
+def test_minipt_pretrain_on_two_ranks_writes_one_run_and_resumes(ranks_ran):
+    """4 steps, then ``--resume`` from a last.pt of step 2: the records of steps 3-4 are written once more (the
+    later lines of metrics.jsonl were dropped on resume), with every rank's tokens counted."""
     out = ranks_ran / "pretrain_cli"
     assert [(r["step"], r["tokens"]) for r in metrics(out)] == [(2, 2 * 8 * 16), (4, 4 * 8 * 16)]  # global tokens
     assert {"best.pt", "last.pt", "loss.png", "summary.json", "config.json", "tokenizer.json"} <= {
