@@ -7,7 +7,8 @@ Together the two ranks run, on gloo:
    every global batch of ``2B`` rows (:func:`global_batch`); the test trains one process on the whole global
    batches and compares the weights;
 2. ``straight`` and ``crashed``: 6 steps (dropout on, each rank its own sampler), then the same run crashed at
-   step 5 on both ranks and resumed from ``last.pt`` (step 3);
+   step 5 on both ranks and resumed from ``last.pt`` (step 3); ``unfreeze``: 6 steps of gradual unfreezing, one
+   more layer every 2 steps, each rank its own batches (DDP must be rebuilt over the new trainable set);
 3. ``finetune_gradual`` and ``finetune_cached``: ``minipt.finetune.finetune`` on the pretraining run ``RUN`` and
    the labelled file ``TASK`` (gradual unfreezing: the set of trained parameters changes; frozen layers cached:
    the loss runs the top layers only); ``finetune_cli``: the same through ``minipt finetune``;
@@ -31,6 +32,7 @@ from minipt.checkpoint import load_checkpoint, save_checkpoint
 from minipt.cli import main as minipt_main
 from minipt.finetune import FinetuneConfig, finetune
 from minipt.models import TransformerLM
+from minipt.strategies import GradualUnfreezing
 from minipt.train import Callback, TrainConfig, train
 
 VOCAB, BLOCK, ROWS = 12, 8, 2  # ROWS per rank and micro-batch
@@ -112,6 +114,16 @@ def run_scenarios(out: Path, run: Path, task: Path, corpus: Path) -> None:
     next_batch, generator = rank_sampler()
     train(tiny_model(0.1), next_batch=next_batch, loss_fn=lm_loss, evaluate=evaluate, config=RESUMABLE,
           run_dir=out / "crashed", generator=generator, resume=True)
+
+    model = tiny_model()
+    start = torch.cat([p.detach().flatten() for p in model.parameters()])  # (P,)
+    next_batch, generator = rank_sampler()
+    train(model, next_batch=next_batch, loss_fn=lm_loss, evaluate=evaluate, config=RESUMABLE,
+          run_dir=out / "unfreeze", generator=generator, optimizer_groups=[{"params": list(model.parameters())}],
+          callbacks=[GradualUnfreezing(every=2)])
+    weights = distributed.gather(torch.cat([p.detach().flatten() for p in model.parameters()]))  # (P,) per rank
+    if rank == 0:
+        torch.save({"start": start, "ranks": weights}, out / "unfreeze" / "weights.pt")
 
     settings = dict(from_run=str(run), task=str(task), epochs=2, batch_size=4, lr=3e-3, device="cpu", threads=1)
     finetune(FinetuneConfig(**settings, strategy="gradual"), out / "finetune_gradual", progress=False, verbose=False)

@@ -123,6 +123,14 @@ def test_shard_follows_torchs_distributed_sampler(monkeypatch, items, ranks):
     assert set().union(*shares) == set(order)
 
 
+def test_ranks_on_one_machine_share_its_cores(monkeypatch):
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert distributed.cores_per_rank() == max(1, (os.cpu_count() or 1) // 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * (os.cpu_count() or 1)))
+    assert distributed.cores_per_rank() == 1
+
+
 def test_under_torchrun_only_pretrain_and_finetune_run(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -183,6 +191,15 @@ def test_resume_under_ddp_continues_exactly(ranks_ran):
     checkpoint = load_checkpoint(straight / "last.pt")
     [other] = checkpoint["other_ranks"]
     assert not torch.equal(other["data_generator"], checkpoint["data_generator"])
+
+
+def test_unfreezing_layers_during_a_ddp_run_keeps_the_ranks_identical(ranks_ran):
+    """The ranks drew different batches; the layers unfrozen at steps 2 and 4 still got averaged gradients, so
+    both ranks end with the same weights, and those weights moved."""
+    saved = torch.load(ranks_ran / "unfreeze" / "weights.pt")
+    rank0, rank1 = saved["ranks"]
+    assert torch.equal(rank0, rank1)
+    assert not torch.equal(rank0, saved["start"])
 
 
 def test_resuming_with_another_number_of_ranks_is_a_clear_error(ranks_ran, tmp_path):
