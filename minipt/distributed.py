@@ -229,12 +229,30 @@ class LossOf(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
+def reached_parameters(loss: Tensor) -> set[int]:
+    """The ``id`` of every tensor whose gradient ``loss.backward()`` would fill: the leaves of its autograd
+    graph (walked from ``loss.grad_fn`` through ``next_functions``)."""
+    reached, seen, stack = set(), set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(node, "variable"):  # an AccumulateGrad node: it writes the .grad of a leaf tensor
+            reached.add(id(node.variable))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return reached
+
+
 class DataParallel:
     """``loss(batch)``: the objective's loss, with the gradients averaged over the ranks during ``backward``.
 
     In a single process it is ``loss_fn(model, batch)`` itself. Under torchrun the model and its loss are
     wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` over the parameters that train; when a
     callback freezes or unfreezes parameters (gradual unfreezing) the wrapper is built again over the new set.
+    Before wrapping, one forward pass (its random numbers given back) finds whether the loss leaves some trained
+    parameters unused (a classifier never calls its backbone's LM head); only then does DDP look for them at every
+    step (``find_unused_parameters``).
     ``sync=False`` (every micro-batch of an accumulated step but the last) skips the all-reduce: the local
     gradients keep adding up, and the last micro-batch's ``backward`` averages their sum.
     """
@@ -249,11 +267,17 @@ class DataParallel:
             return self.loss_fn(self.model, batch)
         training = tuple(p.requires_grad for p in self.model.parameters())
         if self.ddp is None or training != self.training:
-            device = next(self.model.parameters()).device
-            self.ddp = nn.parallel.DistributedDataParallel(
-                LossOf(self.model, self.loss_fn), device_ids=[device.index] if device.type == "cuda" else None
-            )
-            self.training = training
+            self.ddp, self.training = self.wrap(batch), training
         with nullcontext() if sync else self.ddp.no_sync():
             return self.ddp(batch)
 
+    def wrap(self, batch: Any) -> nn.parallel.DistributedDataParallel:
+        """DDP around the model and its loss, told whether ``batch``'s loss leaves trained parameters unused."""
+        device = next(self.model.parameters()).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            reached = reached_parameters(self.loss_fn(self.model, batch))
+        unused = any(p.requires_grad and id(p) not in reached for p in self.model.parameters())
+        return nn.parallel.DistributedDataParallel(
+            LossOf(self.model, self.loss_fn), device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )

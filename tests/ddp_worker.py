@@ -11,7 +11,8 @@ Together the two ranks run, on gloo:
    more layer every 2 steps, each rank its own batches (DDP must be rebuilt over the new trainable set);
 3. ``finetune_gradual`` and ``finetune_cached``: ``minipt.finetune.finetune`` on the pretraining run ``RUN`` and
    the labelled file ``TASK`` (gradual unfreezing: the set of trained parameters changes; frozen layers cached:
-   the loss runs the top layers only); ``finetune_cli``: the same through ``minipt finetune``;
+   the loss runs the top layers only); ``finetune_gru``: from ``pretrain_gru`` beside ``RUN`` (a GRU whose LM
+   head the classifier never uses); ``finetune_cli``: the same through ``minipt finetune``;
 4. ``pretrain_cli``: ``minipt pretrain`` on the text file ``CORPUS``, 4 steps, then ``--resume`` from step 2.
 
 Rank 0 writes every run folder into ``OUT``.
@@ -127,6 +128,8 @@ def run_scenarios(out: Path, run: Path, task: Path, corpus: Path) -> None:
 
     settings = dict(from_run=str(run), task=str(task), epochs=2, batch_size=4, lr=3e-3, device="cpu", threads=1)
     finetune(FinetuneConfig(**settings, strategy="gradual"), out / "finetune_gradual", progress=False, verbose=False)
+    gru = {**settings, "from_run": str(run.with_name("pretrain_gru"))}  # the classifier leaves its LM head unused
+    finetune(FinetuneConfig(**gru), out / "finetune_gru", progress=False, verbose=False)
     summary = finetune(FinetuneConfig(**settings, freeze="1"), out / "finetune_cached", progress=False, verbose=False)
     if rank == 1:  # rank 0's summary, shared
         (out / "rank1_summary.json").write_text(json.dumps(summary))

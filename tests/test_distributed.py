@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -149,9 +150,11 @@ def ranks_ran(tmp_path_factory) -> Path:
     file for the finetuning scenarios are made here first, in this process). ``torchrun`` starts them."""
     folder = tmp_path_factory.mktemp("ddp")
     (folder / "corpus.txt").write_text("the rose is red and the sky is blue; so sing the birds of may.\n" * 60)
-    pretrain(PretrainConfig(corpus=str(folder / "corpus.txt"), tokenizer="char", d_model=16, n_layers=2, n_heads=2,
-                            d_ff=32, block_size=32, steps=2, batch_size=4, warmup=1, eval_batches=1, seed=0,
-                            device="cpu", threads=1), folder / "pretrain", progress=False)
+    config = PretrainConfig(corpus=str(folder / "corpus.txt"), tokenizer="char", d_model=16, n_layers=2, n_heads=2,
+                            d_ff=32, hidden_size=24, block_size=32, steps=2, batch_size=4, warmup=1, eval_batches=1,
+                            seed=0, device="cpu", threads=1)
+    pretrain(config, folder / "pretrain", progress=False)
+    pretrain(replace(config, model="gru"), folder / "pretrain_gru", progress=False)  # its LM head: unused later
     rows = ["text,label"] + [f"the rose is red {i % 7} and so is the rose,rose" for i in range(15)]
     rows += [f"sing birds of may in the wood {i % 5} sing,bird" for i in range(12)]
     (folder / "task.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -210,7 +213,7 @@ def test_resuming_with_another_number_of_ranks_is_a_clear_error(ranks_ran, tmp_p
               run_dir=tmp_path / "run", resume=True)
 
 
-@pytest.mark.parametrize("name", ["finetune_gradual", "finetune_cached"])
+@pytest.mark.parametrize("name", ["finetune_gradual", "finetune_cached", "finetune_gru"])
 def test_finetuning_on_two_ranks_shares_each_epoch(ranks_ran, name):
     """Each rank walks half of every epoch: ceil(ceil(N / 2) / B) steps per epoch; rank 0 wrote the whole run."""
     run = ranks_ran / name
