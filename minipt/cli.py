@@ -26,7 +26,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from minipt import __version__, interrupts
-from minipt.errors import MiniptError, TrainingDivergedError
+from minipt.errors import MiniptError, RankLostError, TrainingDivergedError
 from minipt.settings import flag, read_settings_file
 
 EXIT_USAGE = 2  # a user mistake: bad flag, missing file, bad config
@@ -385,8 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from minipt import distributed
+
     try:
-        with interrupts.signals_raise():
+        # one rank of a torchrun job (or nothing), with Ctrl-C and SIGTERM turned into Interrupted
+        with interrupts.signals_raise(), distributed.launched(args.command):
             return args.run(args)
     except interrupts.Interrupted as stop:  # Ctrl-C or SIGTERM: one line, no traceback, status 130 or 143
         message = interrupted_message(stop)
@@ -394,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             message += f"; the demo itself starts over: remove {getattr(args, 'out', 'demo')} or choose another --out"
         print(f"minipt {args.command}: {message}", file=sys.stderr)
         return stop.exit_status
-    except TrainingDivergedError as error:  # first: it is a MiniptError too, but the job failed, not the user
+    except (TrainingDivergedError, RankLostError) as error:  # first: MiniptErrors too, but the job failed
         print(f"minipt {args.command}: error: {error}", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as error:  # every minipt input error is a MiniptError (a ValueError), one line long

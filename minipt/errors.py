@@ -5,6 +5,7 @@
   problem. ``minipt`` prints it and exits with status 2.
 * :class:`TrainingDivergedError` — the loss became NaN or infinite. Not the user's input but the run itself
   failed, so ``minipt`` exits with status 1; the message names the step and the last good checkpoint.
+* :class:`RankLostError` — under ``torchrun``, another rank stopped (failed or was killed); status 1 too.
 
 * :func:`warn` — something looks wrong but the job can go on (a label seen only once, a changed data file): one
   line on stderr, ``minipt: warning: ...``.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["MiniptError", "TrainingDivergedError", "warn"]
+__all__ = ["MiniptError", "TrainingDivergedError", "RankLostError", "warn"]
 
 
 class MiniptError(ValueError):
@@ -25,6 +26,10 @@ class MiniptError(ValueError):
 
 class TrainingDivergedError(MiniptError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+class RankLostError(MiniptError):
+    """Another rank of a ``torchrun`` job stopped (it failed or was killed), so this one cannot go on."""
 
 
 def warn(message: str) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from minipt import fingerprints, frozen_cache, interrupts, strategies
+from minipt import distributed, fingerprints, frozen_cache, interrupts, strategies
 from minipt import functional as MF
 from minipt.checkpoint import load_checkpoint, load_weights
 from minipt.data import TASKS, LabelledData, load_task
@@ -194,8 +194,10 @@ def epoch_batch_sampler(
     permutation of the items, or with ``balanced=True`` ``len(items)`` draws with replacement, item weight
     ``1 / count(its class)``, so each class fills about the same share of every batch. A batch is a pure
     function of its index (no sampler state), so the same seed gives the same batches whatever the items are.
+    Under torchrun each rank walks its own share of the epoch's order (:func:`minipt.distributed.shard`, the
+    distributed sampler's rule), so together the ranks see every item once per epoch.
     """
-    steps_per_epoch = math.ceil(len(items) / batch_size)
+    steps_per_epoch = math.ceil(math.ceil(len(items) / distributed.world_size()) / batch_size)
     label_ids = [label for _, label in items]
 
     def next_batch(index: int) -> dict:
@@ -205,6 +207,7 @@ def epoch_batch_sampler(
             order = list(balanced_sampler(label_ids, generator))  # N draws, classes equally likely
         else:
             order = torch.randperm(len(items), generator=generator).tolist()  # (N,)
+        order = distributed.shard(order)  # (ceil(N / ranks),): this rank's share
         chosen = order[position * batch_size : (position + 1) * batch_size]
         return collate([items[i] for i in chosen])
 
@@ -327,7 +330,8 @@ class FinetuneData:
     add_cls: bool
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return math.ceil(len(self.train_set) / batch_size)
+        """Batches per epoch of each rank (under torchrun the ranks share the epoch's examples)."""
+        return math.ceil(math.ceil(len(self.train_set) / distributed.world_size()) / batch_size)
 
 
 def prepare_data(config: FinetuneConfig, task: LabelledData, tokenizer: Tokenizer, max_len: int) -> FinetuneData:
@@ -426,7 +430,8 @@ def finetune(
     ``progress`` shows the training loop's progress bar; ``verbose`` prints the table of trainable parameters
     per layer before training. ``resume=True`` continues the interrupted run in ``run_dir`` from its ``last.pt``
     with its saved settings (``config`` then only supplies ``device`` and ``threads``). A new run that fails or
-    is interrupted before its first ``last.pt`` leaves no folder (:func:`minipt.runs.new_run_dir`).
+    is interrupted before its first ``last.pt`` leaves no folder (:func:`minipt.runs.new_run_dir`). Under torchrun
+    the ranks share each epoch's examples, rank 0 writes the run, and every rank returns rank 0's summary.
     """
     run_dir = Path(run_dir)
     if resume:
@@ -454,6 +459,8 @@ def resumed_config(config: FinetuneConfig, run_dir: Path) -> FinetuneConfig:
 
 def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose: bool, resume: bool) -> dict:
     """The body of :func:`finetune`: backbone, task, classifier, strategy, the training loop, the test split."""
+    distributed.barrier()  # under torchrun: every rank checked the folder before rank 0 writes into it
+    distributed.log_global_batch(config.batch_size, 1, "examples")
     use_threads(config.threads)
     backbone, tokenizer, saved = load_backbone(config)
     task = load_labelled_task(config.task, config.text_column, config.label_column)
@@ -471,10 +478,10 @@ def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose:
     if config.strategy == "gradual":  # spread the n_layers - k + 1 stages evenly over the run
         every = max(1, math.ceil(steps / (len(model.layers) - frozen_k + 1)))
         callbacks.append(strategies.GradualUnfreezing(every, floor=frozen_k))
-    if not resume:
+    if not resume and distributed.is_main():
         write_run_files(run_dir, config, tokenizer, saved, model, data)
     table = strategies.trainable_parameter_table(model)
-    if verbose:
+    if verbose and distributed.is_main():
         print(strategies.format_parameter_table(table), flush=True)
     start = time.perf_counter()  # the wall time counts computing the cache
     next_batch, loss_fn, evaluate = classification_objective(model, config, data, frozen_k, tokenizer.pad_id)
@@ -483,6 +490,8 @@ def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose:
                        config=train_config(config, steps, steps_per_epoch, progress), optimizer_groups=groups,
                        callbacks=callbacks, resume=resume)
     wall_seconds = time.perf_counter() - start
+    if not distributed.is_main():
+        return distributed.broadcast(None)  # rank 0 scores the test split, writes the summary and shares it
     if config.strategy == "gradual":
         strategies.freeze(model, 0)  # count what trained by the end of the schedule
     trainable_params = model.num_parameters(trainable_only=True)
@@ -496,7 +505,7 @@ def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose:
         "seconds_per_step": wall_seconds / max(result.step, 1),
     }
     write_json(run_dir / "summary.json", summary)
-    return summary
+    return distributed.broadcast(summary)
 
 
 def score_best_checkpoint(model: SequenceClassifier, run_dir: Path, data: FinetuneData, task_name: str) -> dict:

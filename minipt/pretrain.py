@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from minipt import fingerprints, interrupts, strategies
+from minipt import distributed, fingerprints, interrupts, strategies
 from minipt import functional as MF
 from minipt.checkpoint import load_checkpoint, load_weights
 from minipt.data import (
@@ -280,7 +280,7 @@ def validation_windows(config: PretrainConfig, val_ids: Tensor) -> list[tuple[Te
 
 def causal_lm_objective(train_ids: Tensor, val_ids: Tensor, config: PretrainConfig) -> Objective:
     """Next-token prediction on random training windows; validation on fixed windows of the validation split."""
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(distributed.rank_seed(config.seed))  # each rank its own batches
     val_batches = validation_windows(config, val_ids)
 
     def next_batch(index: int) -> tuple[Tensor, Tensor]:
@@ -301,7 +301,7 @@ def mask_with(
 def masked_lm_objective(train_ids: Tensor, val_ids: Tensor, config: PretrainConfig, tokenizer: Tokenizer) -> Objective:
     """Masked-token prediction on random training windows. The validation windows are masked once, with their
     own fixed seed, so every evaluation scores the same positions."""
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(distributed.rank_seed(config.seed))  # each rank its own batches
     val_generator = torch.Generator().manual_seed(config.seed + 1)
     windows = validation_windows(config, val_ids)
     val_batches = [mask_with(inputs, tokenizer, val_generator) for inputs, _ in windows]
@@ -354,7 +354,7 @@ def masked_lm_nsp_objective(train_text: str, val_text: str, config: PretrainConf
         val_batches.append((inputs, targets, val_attention_mask[rows], val_is_next[rows]))
     if config.eval_batches:
         val_batches = val_batches[: config.eval_batches]
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(distributed.rank_seed(config.seed))  # each rank its own batches
 
     def next_batch(index: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         input_ids, attention_mask, is_next = train_pairs
@@ -522,13 +522,14 @@ def pretrain(
     leaves no folder (:func:`minipt.runs.new_run_dir`). With ``config.init_from`` the model starts from
     that run's weights, with its tokenizer and architecture settings (``config``'s own are replaced), and the
     embedding and the lowest ``config.freeze`` layers stay fixed; ``summary.json`` then also holds the validation
-    loss before training. The model trains on its fast path (:func:`minipt.nn.set_fast`).
+    loss before training. The model trains on its fast path (:func:`minipt.nn.set_fast`). Under torchrun each
+    rank draws its own batches (seed ``seed + rank``) of ``batch_size`` sequences, and rank 0 writes the run.
     """
     run_dir = Path(run_dir)
     if resume:
         config, tokenizer = resumed_config(config, run_dir, steps)
         config.check()
-        if steps is not None:  # the run's new end, for the next --resume
+        if steps is not None and distributed.is_main():  # the run's new end, for the next --resume
             saved = read_config(run_dir)
             write_config(run_dir, {**saved, "pretrain": asdict(config), "train": asdict(train_config(config, False))})
         return train_run(config, run_dir, tokenizer, resume=True, progress=progress)
@@ -544,6 +545,8 @@ def train_run(
     config: PretrainConfig, run_dir: Path, tokenizer: Tokenizer | None, resume: bool, progress: bool
 ) -> TrainResult:
     """Data, model, objective and the training loop of :func:`pretrain` (``tokenizer``: the run's, or None)."""
+    distributed.barrier()  # under torchrun: every rank checked the folder before rank 0 writes into it
+    distributed.log_global_batch(config.batch_size, config.grad_accum, "sequences")
     use_threads(config.threads)
     data = load_data(config, tokenizer)
     model = build_pretraining_model(config, data.tokenizer, fast=True)
@@ -551,13 +554,13 @@ def train_run(
     before = start_from_run(model, config, objective) if config.init_from and not resume else {}
     if config.init_from:
         strategies.freeze(model, config.freeze)  # on resume too: the optimizer must leave the frozen part out
-    if not resume:
+    if not resume and distributed.is_main():
         write_run_files(run_dir, config, data)
     with interrupts.deferred():  # Ctrl-C: the loop stops between two steps and saves last.pt
         result = train(model, next_batch=objective.next_batch, loss_fn=objective.loss_fn,
                        evaluate=objective.evaluate, config=train_config(config, progress), run_dir=run_dir,
                        generator=objective.generator, resume=resume)
-    if before:
+    if before and distributed.is_main():
         write_json(run_dir / "summary.json", {**read_json(run_dir / "summary.json"), **before})
     return result
 

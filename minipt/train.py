@@ -27,13 +27,16 @@ A checkpoint holds plain types and tensors only (it loads with ``weights_only=Tr
 scheduler states, the step, tokens seen, the best metric, and every random state (torch, Python, NumPy and the
 data sampler's generator), so training ``N`` steps, saving, resuming and training ``N`` more gives bit for bit
 the parameters of ``2N`` uninterrupted steps on the CPU.
+
+Under ``torchrun`` (:mod:`minipt.distributed`) every rank runs this same loop on its own batches: the loss goes
+through DDP (:class:`minipt.distributed.DataParallel`), which averages the gradients over the ranks, and rank 0
+alone evaluates and writes the run folder. In a single process those hooks do nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -46,7 +49,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm  # a plain text bar: works in terminals and notebooks alike, no widgets needed
 
-from minipt import interrupts, progress
+from minipt import distributed, interrupts, progress
 from minipt.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from minipt.errors import MiniptError, TrainingDivergedError
 from minipt.models.language_model import evaluation_mode
@@ -160,8 +163,9 @@ def resolve_device(device: str) -> torch.device:
 
 
 def use_threads(threads: int) -> None:
-    """Let torch use ``threads`` CPU threads; 0 means every core (``os.cpu_count()``)."""
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    """Let torch use ``threads`` CPU threads; 0 means every core (``os.cpu_count()``), shared out among the ranks
+    of a torchrun job on this machine."""
+    torch.set_num_threads(threads or distributed.cores_per_rank())
 
 
 def move_to_device(batch: Batch, device: torch.device) -> Batch:
@@ -266,26 +270,41 @@ class TrainingState:
     generator: torch.Generator | None  # the data sampler's
     loop: LoopState
 
+    def random_states(self) -> dict:
+        """This process's random states: torch, Python and NumPy, and the data sampler's generator."""
+        return {"rng": rng_state(), "data_generator": None if self.generator is None else self.generator.get_state()}
+
     def save(self, path: Path) -> None:
-        """Write a checkpoint (atomically): plain types and tensors only."""
+        """Write a checkpoint (atomically): plain types and tensors only. Under torchrun every rank calls this;
+        rank 0 writes, with the random states of the other ranks under ``"other_ranks"``."""
+        first, *others = distributed.gather(self.random_states())  # one per rank
+        if not distributed.is_main():
+            return
         save_checkpoint(path, {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "loop": asdict(self.loop),
-            "rng": rng_state(),
-            "data_generator": None if self.generator is None else self.generator.get_state(),
+            **first,
+            **({"other_ranks": others} if others else {}),
         })
 
     def restore(self, path: Path) -> None:
-        """Load a checkpoint written by :meth:`save` back into the objects and the counters."""
+        """Load a checkpoint written by :meth:`save` back into the objects and the counters (each rank of a
+        torchrun job takes its own random states: the number of ranks must be the same)."""
         checkpoint = load_checkpoint(path)
+        ranks = 1 + len(checkpoint.get("other_ranks", []))
+        if ranks != distributed.world_size():
+            raise MiniptError(f"{path} was written by {ranks} process(es) and this job has "
+                              f"{distributed.world_size()}: resume it with torchrun --nproc-per-node {ranks} "
+                              "(or without torchrun for 1)")
         load_weights(self.model, checkpoint["model"], path)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        set_rng_state(checkpoint["rng"])
+        mine = checkpoint if distributed.is_main() else checkpoint["other_ranks"][distributed.rank() - 1]
+        set_rng_state(mine["rng"])
         if self.generator is not None:
-            self.generator.set_state(checkpoint["data_generator"])
+            self.generator.set_state(mine["data_generator"])
         self.loop = LoopState(**checkpoint["loop"])
 
 
@@ -301,8 +320,9 @@ class Meter:
         self.start = now - loop.elapsed_seconds
         self.step_time, self.step_tokens = now, loop.tokens_seen
         self.mark_time, self.mark_tokens = now, loop.tokens_seen
-        self.plain = config.progress and not progress.is_terminal()  # a log file: one line per evaluation
-        self.bar = tqdm(total=config.steps, initial=loop.step, disable=not config.progress or self.plain,
+        shown = config.progress and distributed.is_main()  # under torchrun only rank 0 shows progress
+        self.plain = shown and not progress.is_terminal()  # a log file: one line per evaluation
+        self.bar = tqdm(total=config.steps, initial=loop.step, disable=not shown or self.plain,
                         dynamic_ncols=True)
         self.postfix: dict[str, str] = {}  # what the bar shows after the counter
 
@@ -333,25 +353,33 @@ def evaluation_step(
     state: TrainingState, evaluate: Callable, config: TrainConfig, run_dir: Path, meter: Meter, lr: float
 ) -> dict[str, float]:
     """Steps 3 and 4 of the loop: evaluate, append the record to ``metrics.jsonl``, save ``best.pt`` when the
-    monitored value improved, then ``last.pt``. Returns the evaluation's numbers."""
+    monitored value improved, then ``last.pt``. Returns the evaluation's numbers.
+
+    Under torchrun rank 0 alone evaluates (the whole validation split, once) and writes; every rank gets its
+    numbers, and the train loss logged is the mean over the ranks."""
     loop, device = state.loop, next(state.model.parameters()).device
     tokens_per_second = meter.tokens_per_second(loop)
-    with torch.no_grad(), evaluation_mode(state.model), autocast_context(device):
-        evaluation = {name: float(value) for name, value in evaluate(state.model).items()}
+    evaluation = None
+    if distributed.is_main():
+        with torch.no_grad(), evaluation_mode(state.model), autocast_context(device):
+            evaluation = {name: float(value) for name, value in evaluate(state.model).items()}
+    evaluation = distributed.broadcast(evaluation)
+    train_loss = distributed.all_reduce_mean(loop.train_loss_sum / loop.train_loss_count)
     if config.monitor not in evaluation:
         raise MiniptError(f"monitor {config.monitor!r} is not among the evaluation's results {sorted(evaluation)}")
     if meter.plain:
-        print(progress.progress_line(loop.step, config.steps, loop.train_loss_sum / loop.train_loss_count, evaluation,
-                                     tokens_per_second, loop.elapsed_seconds), flush=True)
-    append_jsonl(run_dir / "metrics.jsonl", {
-        "step": loop.step,
-        "tokens": loop.tokens_seen,
-        "train_loss": loop.train_loss_sum / loop.train_loss_count,
-        **evaluation,
-        "lr": lr,
-        "elapsed_seconds": round(loop.elapsed_seconds, 3),
-        "tokens_per_second": round(tokens_per_second, 1),
-    })
+        print(progress.progress_line(loop.step, config.steps, train_loss, evaluation, tokens_per_second,
+                                     loop.elapsed_seconds), flush=True)
+    if distributed.is_main():
+        append_jsonl(run_dir / "metrics.jsonl", {
+            "step": loop.step,
+            "tokens": loop.tokens_seen,
+            "train_loss": train_loss,
+            **evaluation,
+            "lr": lr,
+            "elapsed_seconds": round(loop.elapsed_seconds, 3),
+            "tokens_per_second": round(tokens_per_second, 1),
+        })
     loop.train_loss_sum, loop.train_loss_count = 0.0, 0
     meter.show(**{config.monitor: f"{evaluation[config.monitor]:.4f}"})
     if is_improvement(evaluation[config.monitor], loop.best_metric, config.mode):
@@ -388,10 +416,12 @@ def stop_interrupted(state: TrainingState, run_dir: Path, meter: Meter, signum: 
 
 
 def finish(run_dir: Path, loop: LoopState, config: TrainConfig, stopped_early: bool, evaluation: dict) -> TrainResult:
-    """Step 5: ``loss.png`` from ``metrics.jsonl``, and ``summary.json``."""
+    """Step 5: ``loss.png`` from ``metrics.jsonl``, and ``summary.json`` (rank 0 only, under torchrun)."""
+    result = TrainResult(loop.step, loop.tokens_seen, loop.best_metric, loop.best_step, stopped_early, evaluation)
+    if not distributed.is_main():
+        return result
     if (run_dir / "metrics.jsonl").exists():
         plot_loss_curves(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png", loss_unit=config.loss_unit)
-    result = TrainResult(loop.step, loop.tokens_seen, loop.best_metric, loop.best_step, stopped_early, evaluation)
     write_json(run_dir / "summary.json", {**asdict(result), "elapsed_seconds": loop.elapsed_seconds})
     return result
 
@@ -434,8 +464,12 @@ def train(
                           LoopState(best_metric=math.inf if config.mode == "min" else -math.inf))
     if resume:
         state.restore(run_dir / "last.pt")
-        truncate_metrics(run_dir / "metrics.jsonl", state.loop.step)
+        if distributed.is_main():
+            truncate_metrics(run_dir / "metrics.jsonl", state.loop.step)
+    elif distributed.is_distributed():
+        torch.manual_seed(distributed.rank_seed(torch.initial_seed()))  # each rank its own dropout masks
     loop, meter = state.loop, Meter(state.loop, config)
+    parallel = distributed.DataParallel(model, loss_fn)  # under torchrun: DDP averages the ranks' gradients
     evaluation, stopped_early = {}, False
 
     while loop.step < config.steps and not stopped_early:
@@ -451,12 +485,12 @@ def train(
         for micro_step in range(config.grad_accum):
             batch = move_to_device(next_batch(loop.step * config.grad_accum + micro_step), device)
             with autocast_context(device):
-                loss = loss_fn(model, batch)
+                loss = parallel.loss(batch, sync=micro_step == config.grad_accum - 1)
             loss_value = loss.item()
             check_finite(loss_value, loop.step, run_dir / "last.pt")
             (loss / config.grad_accum).backward()  # gradients add up over the micro-batches
             step_loss += loss_value / config.grad_accum
-            loop.tokens_seen += count_tokens(batch)
+            loop.tokens_seen += count_tokens(batch) * distributed.world_size()  # every rank's batch
         clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
         optimizer.step()
         scheduler.step()
