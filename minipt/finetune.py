@@ -43,12 +43,12 @@ from minipt.checkpoint import load_checkpoint
 from minipt.data import LabelledData, load_task
 from minipt.data.datasets import ClassificationDataset, balanced_sampler, collate_classification
 from minipt.errors import MiniptError
+from minipt.interop import load_pretrained
 from minipt.metrics import accuracy, classification_report, confusion_matrix, macro_f1
 from minipt.models import SequenceClassifier, build_model
 from minipt.models.heads import POOLINGS
 from minipt.nn import set_fast
 from minipt.plots import plot_confusion_matrix, read_metrics
-from minipt.pretrain import load_run
 from minipt.runs import check_new_run_dir, read_config, write_config, write_json
 from minipt.settings import COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, between, check_settings, one_of, setting
 from minipt.tokenizers import Tokenizer, load_tokenizer
@@ -77,8 +77,8 @@ class FinetuneConfig:
     """Every setting of a finetuning run; the names are the CLI flags with underscores (``--from`` is
     ``from_run``)."""
 
-    from_run: str = setting(help="the pretraining run folder (its model, tokenizer and settings)", flag="--from",
-                            metavar="RUN_DIR")
+    from_run: str = setting(help="the pretraining run folder (its model, tokenizer and settings), or hf-gpt2:FOLDER "
+                            "(a Hugging Face GPT-2 folder)", flag="--from", metavar="RUN_DIR")
     task: str = setting("shakespeare-verse", "shakespeare-verse, shakespeare-genre, or a labelled CSV/TSV/JSONL file")
     freeze: str = setting("none", "embedding + this many lowest layers frozen: an integer, 'all' (a linear probe) "
                           "or 'none'")
@@ -262,7 +262,7 @@ def load_backbone(config: FinetuneConfig) -> tuple[nn.Module, Tokenizer, dict]:
     ``from_scratch`` the same architecture re-initialised (seeded by ``config.seed``). The backbone computes on
     its fast path (:func:`minipt.nn.set_fast`)."""
     try:
-        backbone, tokenizer, saved = load_run(config.from_run, fast=True)
+        backbone, tokenizer, saved = load_pretrained(config.from_run, fast=True)  # a run, or hf-gpt2:FOLDER
     except ValueError as error:
         raise MiniptError(f"--from {config.from_run}: {error}") from None
     if config.from_scratch:
