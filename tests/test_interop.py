@@ -350,3 +350,35 @@ def test_cli_generate_and_finetune_with_frozen_layers_from_a_gpt2_folder(hf_fold
     original = load_hf_gpt2(hf_folders["gpt2"]).state_dict()
     assert torch.equal(best["backbone.layers.0.linear1.weight"], original["layers.0.linear1.weight"])  # frozen
     assert not torch.equal(best["backbone.layers.1.linear1.weight"], original["layers.1.linear1.weight"])  # trained
+
+
+def test_a_bert_checkpoint_finetunes_with_frozen_lower_layers_in_minipts_code(hf_folders):
+    from minipt.models import SequenceClassifier
+    from minipt.optim import AdamW
+    from minipt.strategies import freeze
+
+    backbone = load_hf_bert(hf_folders["bert"], fast=True)
+    before = {name: value.clone() for name, value in backbone.state_dict().items()}
+    torch.manual_seed(0)
+    model = SequenceClassifier(backbone, num_classes=2, pooling="first")
+    freeze(model, 1)  # the embedding (with its segment vectors and layer norm) and layer 0
+    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    ids, mask = batch()
+    _, loss = model(ids, mask, torch.tensor([0, 1, 1]))
+    loss.backward()
+    optimizer.step()
+    after = backbone.state_dict()
+    frozen = [name for name in before if name.startswith(("embedding.", "layers.0.", "lm_head."))]
+    assert "embedding.token_type.weight" in frozen and "embedding.norm.weight" in frozen
+    assert all(torch.equal(before[name], after[name]) for name in frozen)
+    assert not torch.equal(before["layers.1.linear1.weight"], after["layers.1.linear1.weight"])
+
+
+def test_the_demo_and_the_cli_import_no_hugging_face_package():
+    import subprocess
+    import sys
+
+    code = ("import sys, minipt.cli, minipt.demo, minipt.finetune, minipt.interop; "
+            "print(sorted({'transformers', 'safetensors', 'regex', 'tokenizers'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
