@@ -2,8 +2,9 @@ r"""Finetuning a pretrained language model on a classification task: the job beh
 
 The pieces, top to bottom in :func:`finetune`:
 
-1. the backbone: the pretrained language model of a run folder (:func:`minipt.pretrain.load_run`), or — the
-   control, ``from_scratch=True`` — a freshly initialised model of the same architecture with the same tokenizer;
+1. the backbone: the pretrained language model of a run folder (:func:`minipt.pretrain.load_run`) or of a
+   Hugging Face GPT-2 folder (``hf-gpt2:FOLDER``, :func:`minipt.interop.load_pretrained`), or — the control,
+   ``from_scratch=True`` — a freshly initialised model of the same architecture with the same tokenizer;
 2. the classifier: :class:`minipt.models.SequenceClassifier` (pooling + one linear layer) on that backbone;
 3. the strategy (:mod:`minipt.strategies`): freeze the embedding and the lowest ``k`` layers; or unfreeze them
    gradually (ULMFiT); or give every layer its own learning rate; optionally re-initialise the top layers and

@@ -26,8 +26,9 @@ Both share the layout of their vocabulary's first ids, the special tokens:
 ``encode`` never produces special tokens (the data pipeline inserts them); ``decode`` writes a special token as
 its name, e.g. ``"<mask>"``, so that a masked or padded input can be printed and read.
 
-A tokenizer is saved as JSON with a ``"type"`` field (``"char"`` or ``"bpe"``); :func:`load_tokenizer` and
-:func:`tokenizer_from_dict` read either kind back, so a checkpoint can carry its tokenizer as a dictionary.
+A tokenizer is saved as JSON with a ``"type"`` field (``"char"``, ``"bpe"`` or ``"gpt2-bpe"``);
+:func:`load_tokenizer` and :func:`tokenizer_from_dict` read any kind back, so a checkpoint can carry its tokenizer
+as a dictionary.
 """
 
 from __future__ import annotations
