@@ -628,3 +628,5 @@ def test_post_norm_transformer_has_segment_vectors_an_embedding_norm_and_no_fina
     assert torch.equal(intermediates["hidden_states"][-1], hidden)
     with pytest.raises(ModelInputError, match="token_type_ids"):
         model(idx, token_type_ids=types + 1)  # segment 2 does not exist
+    with pytest.raises(ModelInputError, match="type_vocab_size=0"):
+        make_model("encoder")(idx, token_type_ids=types)  # a model without segment vectors

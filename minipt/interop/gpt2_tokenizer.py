@@ -66,13 +66,12 @@ def load_gpt2_tokenizer(folder: str | Path) -> GPT2BPETokenizer:
     vocab, text_merges = _read_vocab(vocab_path), _read_merges(merges_path)
     minipt_id: dict[str, int] = {}  # token text -> minipt id
     ids: list[int] = []  # GPT-2 id of minipt token 5 + i
-    for byte, character in byte_characters().items():
-        if character not in vocab:
-            raise MiniptError(f"{vocab_path}: byte {byte} ({character!r}) is not in the vocabulary")
+    characters = byte_characters()
     for byte in range(256):  # minipt's order: byte b is token 5 + b
-        character = byte_characters()[byte]
-        minipt_id[character] = FIRST_BYTE_ID + byte
-        ids.append(vocab[character])
+        if characters[byte] not in vocab:
+            raise MiniptError(f"{vocab_path}: byte {byte} ({characters[byte]!r}) is not in the vocabulary")
+        minipt_id[characters[byte]] = FIRST_BYTE_ID + byte
+        ids.append(vocab[characters[byte]])
     merges = []
     for k, (first, second) in enumerate(text_merges):
         if first not in minipt_id or second not in minipt_id or first + second not in vocab:

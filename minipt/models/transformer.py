@@ -171,9 +171,11 @@ class TransformerLM(LanguageModel):
         self._check_idx(idx)
         self._check_attention_mask(attention_mask, idx)
         if token_type_ids is not None:
-            types = self.config["type_vocab_size"]
-            if token_type_ids.shape != idx.shape or (types > 0 and not 0 <= int(token_type_ids.min()) <= int(
-                    token_type_ids.max()) < types):
+            types = self.config["type_vocab_size"]  # 0: the model has no segment vectors at all
+            in_range = token_type_ids.numel() == 0 or (
+                int(token_type_ids.min()) >= 0 and int(token_type_ids.max()) < types
+            )
+            if token_type_ids.shape != idx.shape or not in_range:
                 raise ModelInputError(
                     f"TransformerLM: token_type_ids must have the shape of idx {tuple(idx.shape)} and values in "
                     f"[0, type_vocab_size={types}), got shape {tuple(token_type_ids.shape)}"
