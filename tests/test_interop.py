@@ -259,6 +259,10 @@ BAD_FOLDERS = [
     ("fewer-positions", edit_config(n_positions=16), r"shape mismatch: wpe\.weight is \(32, 64\) but config\.json "
                                                      r"implies \(16, 64\)"),
     ("more-layers", edit_config(n_layer=3), r"missing h\.2\.ln_1\.weight"),
+    ("bad-field", edit_config(n_embd="wide"), r"config\.json: n_embd must be an int, got 'wide'"),
+    ("bad-heads", edit_config(n_head=5), r"config\.json: TransformerLM: d_model=64 must be divisible by n_heads=5"),
+    ("other-variant", edit_config(scale_attn_by_inverse_layer_idx=True), r"scale_attn_by_inverse_layer_idx=True is "
+                                                                         r"not supported"),
     ("fewer-layers", edit_config(n_layer=1), r"unexpected tensor h\.1\..* \(not part of a 1-layer GPT-2\)"),
     ("missing-tensor", drop_tensor("transformer.h.0.mlp.c_fc.bias"), r"missing h\.0\.mlp\.c_fc\.bias"),
     ("no-vocab", lambda f: (f / "vocab.json").unlink(), r"vocab\.json: missing"),

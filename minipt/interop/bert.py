@@ -68,14 +68,14 @@ def minipt_config_from_bert(config: dict, path: Path = Path("config.json")) -> d
         "n_heads": config_value(config, "num_attention_heads", path),
         "d_ff": config_value(config, "intermediate_size", path),
         "max_len": config_value(config, "max_position_embeddings", path),
-        "dropout": config_value(config, "hidden_dropout_prob", path, float),
+        "dropout": config_value(config, "hidden_dropout_prob", path, float, default=0.1),
         "causal": False,
         "tie_weights": True,
         "pad_id": config.get("pad_token_id") or 0,
         "activation": ACTIVATIONS[activation],
         "norm_first": False,
-        "layer_norm_eps": config_value(config, "layer_norm_eps", path, float),
-        "type_vocab_size": config_value(config, "type_vocab_size", path),
+        "layer_norm_eps": config_value(config, "layer_norm_eps", path, float, default=1e-12),
+        "type_vocab_size": config_value(config, "type_vocab_size", path, default=2),
     }
 
 
@@ -135,6 +135,9 @@ def load_hf_bert(folder: str | Path, fast: bool = False) -> TransformerLM:
     """A :class:`TransformerLM` with the encoder weights of the BERT in ``folder``, in eval mode."""
     folder = Path(folder)
     config = minipt_config_from_bert(read_hf_config(folder, "bert"), folder / "config.json")
-    model = TransformerLM(**config, fast=fast)
+    try:
+        model = TransformerLM(**config, fast=fast)
+    except MiniptError as error:  # e.g. a width that the number of heads does not divide
+        raise MiniptError(f"{folder / 'config.json'}: {error}") from None
     load_bert_state_dict(model, *read_hf_weights(folder))
     return model.eval()

@@ -74,13 +74,13 @@ def minipt_config_from_gpt2(config: dict, path: Path = Path("config.json")) -> d
         "n_heads": config_value(config, "n_head", path),
         "d_ff": config_value(config, "n_inner", path) if config.get("n_inner") is not None else 4 * d_model,
         "max_len": config_value(config, "n_positions", path),
-        "dropout": config_value(config, "resid_pdrop", path, float) if "resid_pdrop" in config else 0.1,
+        "dropout": config_value(config, "resid_pdrop", path, float, default=0.1),
         "causal": True,
         "tie_weights": True,
         "pad_id": pad_id,
         "activation": ACTIVATIONS[activation],
         "norm_first": True,
-        "layer_norm_eps": config_value(config, "layer_norm_epsilon", path, float),
+        "layer_norm_eps": config_value(config, "layer_norm_epsilon", path, float, default=1e-5),
     }
 
 
@@ -135,6 +135,9 @@ def load_hf_gpt2(folder: str | Path, fast: bool = False) -> TransformerLM:
     mode; it computes on the fast path with ``fast=True``."""
     folder = Path(folder)
     config = minipt_config_from_gpt2(read_hf_config(folder, "gpt2"), folder / "config.json")
-    model = TransformerLM(**config, fast=fast)
+    try:
+        model = TransformerLM(**config, fast=fast)
+    except MiniptError as error:  # e.g. a width that the number of heads does not divide
+        raise MiniptError(f"{folder / 'config.json'}: {error}") from None
     load_gpt2_state_dict(model, *read_hf_weights(folder))
     return model.eval()

@@ -40,9 +40,10 @@ def read_hf_config(folder: str | Path, model_type: str) -> dict:
     return config
 
 
-def config_value(config: dict, key: str, path: Path, kind: type = int) -> int | float:
-    """``config[key]``, which must be there and be an ``int`` (or, for ``kind=float``, any number)."""
-    value = config.get(key)
+def config_value(config: dict, key: str, path: Path, kind: type = int, default: float | None = None) -> int | float:
+    """``config[key]``, an ``int`` (or, for ``kind=float``, any number); ``default`` when the key is absent and a
+    default exists (``transformers``' own default for a field older configs may lack)."""
+    value = config.get(key, default)
     kinds = (int, float) if kind is float else (int,)
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise MiniptError(f"{path}: {key} must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}")
