@@ -251,6 +251,15 @@ def drop_tensor(key):
     return change
 
 
+def add_untied_head(folder):
+    """An LM head that is not the token embedding (save_pretrained leaves a tied one out of the file)."""
+    from safetensors.torch import load_file
+
+    state = load_file(folder / "model.safetensors")
+    state["lm_head.weight"] = state["transformer.wte.weight"] + 1.0
+    save_file(state, folder / "model.safetensors")
+
+
 BAD_FOLDERS = [
     ("no-config", lambda f: (f / "config.json").unlink(), r"config\.json: missing"),
     ("not-json", lambda f: (f / "config.json").write_text("{"), r"config\.json: cannot read JSON"),
@@ -265,6 +274,7 @@ BAD_FOLDERS = [
                                                                          r"not supported"),
     ("fewer-layers", edit_config(n_layer=1), r"unexpected tensor h\.1\..* \(not part of a 1-layer GPT-2\)"),
     ("missing-tensor", drop_tensor("transformer.h.0.mlp.c_fc.bias"), r"missing h\.0\.mlp\.c_fc\.bias"),
+    ("untied-head", add_untied_head, r"lm_head\.weight differs from wte\.weight"),
     ("no-vocab", lambda f: (f / "vocab.json").unlink(), r"vocab\.json: missing"),
     ("bad-merges", lambda f: (f / "merges.txt").write_text("#version: 0.2\na b c\n"), r"merges\.txt: line 2"),
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from minipt.errors import MiniptError
@@ -117,6 +118,8 @@ def load_gpt2_state_dict(
         raise MiniptError(f"{path}: unexpected tensor {extra[0]} (not part of a {len(model.layers)}-layer GPT-2)")
     converted = {mine: state[theirs].t() if conv1d else state[theirs] for mine, theirs, conv1d in table}
     check_shapes(converted, model.state_dict(), names, path)
+    if "lm_head.weight" in state and not torch.equal(state["lm_head.weight"], state["wte.weight"]):
+        raise MiniptError(f"{path}: lm_head.weight differs from wte.weight (an untied LM head is not supported)")
     converted["lm_head.weight"] = converted["embedding.token.weight"]  # tied: the same tensor
     model.load_state_dict(converted)
 
