@@ -9,6 +9,9 @@ trained by ``tokenizers`` and on files written by minipt. A bad folder is a one-
 from __future__ import annotations
 
 import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported: no network, even by accident
 
 import pytest
 import torch
