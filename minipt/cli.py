@@ -155,7 +155,8 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Continue a prompt with a causal language model from a pretraining run (best.pt, or "
         "last.pt when there is no best).",
     )
-    parser.add_argument("--from", dest="run_dir", metavar="RUN_DIR", required=True, help="the pretraining run folder")
+    parser.add_argument("--from", dest="run_dir", metavar="RUN_DIR", required=True,
+                        help="the pretraining run folder, or hf-gpt2:FOLDER (a Hugging Face GPT-2 folder)")
     parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     parser.add_argument("--tokens", type=int, default=200, help="number of tokens to generate (default: 200)")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature > 0 (default: 0.8)")
@@ -170,7 +171,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from minipt.pretrain import load_run
+    from minipt.interop import load_pretrained
     from minipt.train import resolve_device
 
     if args.tokens < 0:
@@ -179,7 +180,7 @@ def run_generate(args: argparse.Namespace) -> int:
         raise MiniptError(f"--temperature must be a number > 0, got {args.temperature} (for the most likely token "
                           "every time, use --top-k 1)")
     device = resolve_device(args.device)
-    model, tokenizer, saved = load_run(args.run_dir, device)
+    model, tokenizer, saved = load_pretrained(args.run_dir, device)  # a run folder, or hf-gpt2:FOLDER
     if args.top_k is not None and not 1 <= args.top_k <= tokenizer.vocab_size:
         raise MiniptError(f"--top-k must be between 1 and the vocabulary size {tokenizer.vocab_size}, got {args.top_k}")
     if saved["pretrain"]["objective"] != "clm":

@@ -2,8 +2,9 @@ r"""Finetuning a pretrained language model on a classification task: the job beh
 
 The pieces, top to bottom in :func:`finetune`:
 
-1. the backbone: the pretrained language model of a run folder (:func:`minipt.pretrain.load_run`), or — the
-   control, ``from_scratch=True`` — a freshly initialised model of the same architecture with the same tokenizer;
+1. the backbone: the pretrained language model of a run folder (:func:`minipt.pretrain.load_run`) or of a
+   Hugging Face GPT-2 folder (``hf-gpt2:FOLDER``, :func:`minipt.interop.load_pretrained`), or — the control,
+   ``from_scratch=True`` — a freshly initialised model of the same architecture with the same tokenizer;
 2. the classifier: :class:`minipt.models.SequenceClassifier` (pooling + one linear layer) on that backbone;
 3. the strategy (:mod:`minipt.strategies`): freeze the embedding and the lowest ``k`` layers; or unfreeze them
    gradually (ULMFiT); or give every layer its own learning rate; optionally re-initialise the top layers and
@@ -43,12 +44,12 @@ from minipt.checkpoint import load_checkpoint, load_weights
 from minipt.data import TASKS, LabelledData, load_task
 from minipt.data.datasets import ClassificationDataset, balanced_sampler, collate_classification
 from minipt.errors import MiniptError, warn
+from minipt.interop import load_pretrained
 from minipt.metrics import accuracy, classification_report, confusion_matrix, macro_f1
 from minipt.models import SequenceClassifier, build_model
 from minipt.models.heads import POOLINGS
 from minipt.nn import set_fast
 from minipt.plots import plot_confusion_matrix, read_metrics
-from minipt.pretrain import load_run
 from minipt.runs import new_run_dir, read_config, write_config, write_json
 from minipt.settings import COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, between, check_settings, one_of, setting
 from minipt.tokenizers import Tokenizer, load_tokenizer
@@ -77,8 +78,8 @@ class FinetuneConfig:
     """Every setting of a finetuning run; the names are the CLI flags with underscores (``--from`` is
     ``from_run``)."""
 
-    from_run: str = setting(help="the pretraining run folder (its model, tokenizer and settings)", flag="--from",
-                            metavar="RUN_DIR")
+    from_run: str = setting(help="the pretraining run folder (its model, tokenizer and settings), or hf-gpt2:FOLDER "
+                            "(a Hugging Face GPT-2 folder)", flag="--from", metavar="RUN_DIR")
     task: str = setting("shakespeare-verse", "shakespeare-verse, shakespeare-genre, or a labelled CSV/TSV/JSONL file")
     text_column: str = setting("text", "the column of a labelled file that holds the text", metavar="NAME")
     label_column: str = setting("label", "the column of a labelled file that holds the label", metavar="NAME")
@@ -277,7 +278,7 @@ def load_backbone(config: FinetuneConfig) -> tuple[nn.Module, Tokenizer, dict]:
     ``from_scratch`` the same architecture re-initialised (seeded by ``config.seed``). The backbone computes on
     its fast path (:func:`minipt.nn.set_fast`)."""
     try:
-        backbone, tokenizer, saved = load_run(config.from_run, fast=True)
+        backbone, tokenizer, saved = load_pretrained(config.from_run, fast=True)  # a run, or hf-gpt2:FOLDER
     except ValueError as error:
         message = str(error) if str(error).startswith("--from") else f"--from {config.from_run}: {error}"
         raise MiniptError(message) from None

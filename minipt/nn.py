@@ -67,6 +67,8 @@ __all__ = [
 
 LayerInputError = MiniptError  # a tensor or an argument a layer cannot use: minipt's one error class
 
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh")  # TransformerEncoderLayer's feed-forward nonlinearities
+
 
 def set_fast(module: nn.Module, fast: bool) -> nn.Module:
     """Switch every layer inside ``module`` to the fast path (``fast=True``) or the readable one; returns it.
@@ -344,8 +346,10 @@ class TransformerEncoderLayer(nn.Module):
       .. math:: x \leftarrow x + \operatorname{SA}(\operatorname{norm1}(x)), \qquad
                 x \leftarrow x + \operatorname{FF}(\operatorname{norm2}(x))
 
-    ``activation`` is ``"relu"`` or ``"gelu"``. Masks follow :class:`MultiheadAttention`: ``src_mask``
-    boolean ``True`` = NOT allowed, ``src_key_padding_mask`` boolean ``True`` = padding to ignore;
+    ``activation`` is ``"relu"``, ``"gelu"`` (the exact, erf form: BERT's) or ``"gelu_tanh"`` (minipt's addition:
+    the tanh approximation, GPT-2's; torch would take ``partial(F.gelu, approximate="tanh")``). Masks follow
+    :class:`MultiheadAttention`: ``src_mask`` boolean ``True`` = NOT allowed, ``src_key_padding_mask`` boolean
+    ``True`` = padding to ignore;
     ``is_causal=True`` is a hint that needs ``src_mask`` too; a model passes its one already converted mask as
     the keyword-only ``additive_mask`` instead (see :class:`MultiheadAttention`). ``need_weights=True``
     (minipt's addition, for stepping through a model) also returns the attention weights of every head.
@@ -369,9 +373,9 @@ class TransformerEncoderLayer(nn.Module):
         fast: bool = False,
     ) -> None:
         super().__init__()
-        if activation not in ("relu", "gelu"):
+        if activation not in ACTIVATIONS:
             raise LayerInputError(
-                f"TransformerEncoderLayer: activation must be 'relu' or 'gelu', got {activation!r}"
+                f"TransformerEncoderLayer: activation must be one of {ACTIVATIONS}, got {activation!r}"
             )
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first, fast=fast)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
@@ -411,12 +415,13 @@ class TransformerEncoderLayer(nn.Module):
     def _feed_forward_block(self, x: Tensor) -> Tensor:
         """``dropout2(W_2 dropout(act(W_1 x + b_1)) + b_2)``."""
         hidden = self.linear1(x)  # (B, T, dim_feedforward)
+        approximate = "tanh" if self.activation == "gelu_tanh" else "none"
         if self.activation == "relu":
             hidden = MF.relu(hidden)
         elif self.fast:  # GELU with its derivative written out (minipt/fast.py)
-            hidden = fast.gelu(hidden)
+            hidden = fast.gelu(hidden, approximate)
         else:  # the GELU formula
-            hidden = MF.gelu(hidden)
+            hidden = MF.gelu(hidden, approximate)
         return self.dropout2(self.linear2(self.dropout(hidden)))  # (B, T, d_model)
 
     def forward(

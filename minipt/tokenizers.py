@@ -7,6 +7,10 @@ Two are written out here:
   Start from the 256 byte values, then repeatedly merge the most frequent adjacent pair of tokens into a new
   token. Any string round-trips exactly, because every string is a sequence of UTF-8 bytes.
 
+:class:`GPT2BPETokenizer` is the same BPE with GPT-2's own pre-split pattern and GPT-2's ids (loaded from its
+``vocab.json`` and ``merges.txt`` by :func:`minipt.interop.load_gpt2_tokenizer`); its only special token is
+``<|endoftext|>``.
+
 Both share the layout of their vocabulary's first ids, the special tokens:
 
 ====  ==========  ============================================================
@@ -22,8 +26,9 @@ Both share the layout of their vocabulary's first ids, the special tokens:
 ``encode`` never produces special tokens (the data pipeline inserts them); ``decode`` writes a special token as
 its name, e.g. ``"<mask>"``, so that a masked or padded input can be printed and read.
 
-A tokenizer is saved as JSON with a ``"type"`` field (``"char"`` or ``"bpe"``); :func:`load_tokenizer` and
-:func:`tokenizer_from_dict` read either kind back, so a checkpoint can carry its tokenizer as a dictionary.
+A tokenizer is saved as JSON with a ``"type"`` field (``"char"``, ``"bpe"`` or ``"gpt2-bpe"``);
+:func:`load_tokenizer` and :func:`tokenizer_from_dict` read any kind back, so a checkpoint can carry its tokenizer
+as a dictionary.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ __all__ = [
     "TokenizerError",
     "CharTokenizer",
     "BPETokenizer",
+    "GPT2BPETokenizer",
+    "GPT2_PRE_SPLIT",
     "Tokenizer",
     "load_tokenizer",
     "tokenizer_from_dict",
@@ -126,6 +133,11 @@ class CharTokenizer(_SpecialTokens):
 # distinct piece once (times its frequency). Every character matches one branch, so the pieces concatenate
 # back to the text exactly.
 PRE_SPLIT = re.compile(r"'(?:s|t|re|ve|m|ll|d)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
+
+# GPT-2's pre-split (Radford et al. 2019), the same idea with Unicode classes: \p{L} any letter, \p{N} any number
+# (also "²" or "½", which Python's \d does not match). The standard `re` module has no \p{...}, so this pattern is
+# compiled with the `regex` package (installed with `pip install minipt[hf]`).
+GPT2_PRE_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 FIRST_BYTE_ID = len(SPECIAL_TOKENS)  # byte b has id 5 + b
 FIRST_MERGE_ID = FIRST_BYTE_ID + 256  # the first merged token has id 261
@@ -229,6 +241,8 @@ class BPETokenizer(_SpecialTokens):
     ``merges[k] = (a, b)`` means: the pair of tokens ``a, b`` becomes the new token ``261 + k``.
     """
 
+    pattern = PRE_SPLIT  # the pre-split (see PRE_SPLIT); GPT2BPETokenizer uses GPT-2's
+
     def __init__(self, merges: Iterable[tuple[int, int]]) -> None:
         self.merges: list[Pair] = [(int(a), int(b)) for a, b in merges]
         self.token_bytes: list[bytes] = [b""] * FIRST_BYTE_ID + [bytes([byte]) for byte in range(256)]
@@ -264,7 +278,7 @@ class BPETokenizer(_SpecialTokens):
     def encode(self, text: str) -> list[int]:
         """The ids of ``text``: pre-split, then each piece's bytes merged in the order the merges were learnt."""
         ids: list[int] = []
-        for piece in pre_split(text):
+        for piece in self.pattern.findall(text):
             if piece not in self._piece_cache:
                 self._piece_cache[piece] = self._encode_piece(piece)
             ids += self._piece_cache[piece]
@@ -288,6 +302,63 @@ class BPETokenizer(_SpecialTokens):
         return {"type": "bpe", "merges": [list(pair) for pair in self.merges]}
 
 
+class GPT2BPETokenizer(BPETokenizer):
+    """:class:`BPETokenizer` with GPT-2's pre-split (:data:`GPT2_PRE_SPLIT`) and GPT-2's ids.
+
+    The merges are minipt's (pairs of minipt ids, merge ``k`` making token ``261 + k``) and run exactly as in
+    :class:`BPETokenizer`; only the names of the tokens differ: ``ids[i]`` is the GPT-2 id of minipt's token
+    ``5 + i`` (bytes first, then merges), so ``encode`` renames minipt's ids to GPT-2's at the end and ``decode``
+    renames them back. GPT-2 has one special token, ``<|endoftext|>`` (``eos_id``), which also pads a batch and
+    stands in for every special token of minipt's data pipeline (GPT-2 has no ``<cls>``, ``<mask>``, ...).
+    """
+
+    EOS = "<|endoftext|>"
+
+    def __init__(self, merges: Iterable[tuple[int, int]], ids: Iterable[int], eos_id: int) -> None:
+        super().__init__(merges)
+        self.ids = [int(index) for index in ids]  # GPT-2 id of minipt token 5 + i
+        if len(self.ids) != len(self.token_bytes) - FIRST_BYTE_ID:
+            raise TokenizerError(f"GPT2BPETokenizer: {len(self.ids)} ids for {len(self.token_bytes) - FIRST_BYTE_ID} "
+                                 "tokens (256 bytes and one per merge)")
+        self.eos_id = self.pad_id = self.unk_id = self.mask_id = self.cls_id = self.sep_id = int(eos_id)
+        self.special_ids = (self.eos_id,)
+        self.minipt_id: dict[int, int] = {}  # GPT-2 id -> minipt id (the first token of that name)
+        for minipt_id, gpt2_id in enumerate(self.ids, start=FIRST_BYTE_ID):
+            self.minipt_id.setdefault(gpt2_id, minipt_id)
+        try:
+            import regex
+        except ImportError:
+            raise TokenizerError("GPT-2's pre-split needs the `regex` package: pip install 'minipt[hf]'") from None
+        self.pattern = regex.compile(GPT2_PRE_SPLIT)
+
+    @property
+    def vocab_size(self) -> int:
+        return max(*self.ids, self.eos_id) + 1
+
+    def encode(self, text: str) -> list[int]:
+        """GPT-2's ids of ``text``: minipt's BPE, then each minipt id renamed to GPT-2's."""
+        return [self.ids[index - FIRST_BYTE_ID] for index in super().encode(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of GPT-2 ids; ``<|endoftext|>`` is written as its name."""
+        parts: list[str] = []
+        pending: list[int] = []  # minipt ids since the last <|endoftext|>
+        for index in ids:
+            if index == self.eos_id:
+                parts += [super().decode(pending), self.EOS]
+                pending = []
+            elif index in self.minipt_id:
+                pending.append(self.minipt_id[index])
+            else:
+                raise TokenizerError(f"GPT2BPETokenizer: id {index} is not a token of this vocabulary")
+        parts.append(super().decode(pending))
+        return "".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"type": "gpt2-bpe", "merges": [list(pair) for pair in self.merges], "ids": self.ids,
+                "eos_id": self.eos_id}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Loading either kind
 
@@ -301,6 +372,8 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
         return CharTokenizer(d["chars"])
     if kind == "bpe" and isinstance(d.get("merges"), list):
         return BPETokenizer(d["merges"])
+    if kind == "gpt2-bpe" and all(isinstance(d.get(key), list) for key in ("merges", "ids")) and "eos_id" in d:
+        return GPT2BPETokenizer(d["merges"], d["ids"], d["eos_id"])
     raise TokenizerError(f"tokenizer: expected a dict with type 'char' (and chars) or 'bpe' (and merges), got {kind!r}")
 
 

@@ -251,7 +251,7 @@ def test_multihead_attention_fast_equals_readable(masks):
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
-@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
 def test_encoder_layer_fast_equals_readable(norm_first, activation):
     readable, fast_layer = twin_layers(
         lambda fast: mnn.TransformerEncoderLayer(8, 2, 16, activation=activation, norm_first=norm_first, fast=fast)

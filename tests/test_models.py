@@ -46,6 +46,9 @@ def make_model(kind: str, seed: int = 0, **overrides) -> nn.Module:
         return make_transformer(seed, **overrides)
     if kind == "encoder":
         return make_transformer(seed, causal=False, **overrides)
+    if kind == "post-norm":  # BERT's arrangement (minipt.interop): post-norm, segments, an embedding norm
+        return make_transformer(seed, causal=False, norm_first=False, type_vocab_size=2, activation="gelu_tanh",
+                                layer_norm_eps=1e-12, **overrides)
     return make_gru(seed, **overrides)
 
 
@@ -56,6 +59,7 @@ def random_tokens(batch: int, length: int, seed: int = 1) -> torch.Tensor:
 
 CAUSAL = ["transformer", "gru"]
 ALL_KINDS = ["transformer", "encoder", "gru"]
+WITH_POST_NORM = [*ALL_KINDS, "post-norm"]  # the fast-path and split checks cover BERT's arrangement too
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -540,7 +544,7 @@ def forward_and_gradients(model: nn.Module, idx: torch.Tensor, seed: int = 3):
     return [logits, loss, *(p.grad for p in model.parameters())]
 
 
-@pytest.mark.parametrize("kind", ALL_KINDS)
+@pytest.mark.parametrize("kind", WITH_POST_NORM)
 def test_fast_model_equals_the_readable_model(kind):
     readable = make_model(kind).double()
     fast = make_model(kind, fast=True).double()
@@ -584,7 +588,7 @@ def test_transformer_builds_one_additive_mask(causal):
 
 
 @pytest.mark.parametrize("fast", [False, True])
-@pytest.mark.parametrize("kind", ALL_KINDS)
+@pytest.mark.parametrize("kind", WITH_POST_NORM)
 def test_upper_of_lower_layers_is_features_bit_for_bit(kind, fast):
     model = make_model(kind, n_layers=3, fast=fast)  # dropout 0.1: train mode draws masks
     idx = random_tokens(3, 9) * PADDED
@@ -614,3 +618,25 @@ def test_gru_upper_layers_drop_out_a_layers_input_only_when_that_layer_trains():
     assert torch.equal(model.upper_layers(hidden, None, 1), expected)  # although model.dropout is training
     model.layers[1].train()
     assert not torch.equal(model.upper_layers(hidden, None, 1), expected)  # layer 1's input is dropped out
+
+
+def test_post_norm_transformer_has_segment_vectors_an_embedding_norm_and_no_final_norm():
+    model = make_model("post-norm").eval()
+    assert model.embedding.token_type.weight.shape == (2, 32) and model.embedding.norm.eps == 1e-12
+    assert isinstance(model.norm, nn.Identity) and not model.layers[0].norm_first
+    assert model.layers[0].activation == "gelu_tanh"
+    idx = random_tokens(2, 7)
+    types = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]])
+    embedding = model.embedding
+    by_hand = embedding.norm(embedding.token(idx) + embedding.token_type(types) + embedding.position.weight[:7])
+    torch.testing.assert_close(model.lower_layers(idx, None, 0, types), by_hand)
+    # no token_type_ids means segment 0 everywhere; segment 1 changes the features
+    assert torch.equal(model.features(idx), model.features(idx, token_type_ids=torch.zeros_like(idx)))
+    assert not torch.allclose(model.features(idx, token_type_ids=types)[0], model.features(idx)[0])
+    hidden = model.features(idx, token_type_ids=types)  # post-norm: the last layer's norm2 output, no final norm
+    _, _, intermediates = model(idx, return_intermediates=True, token_type_ids=types)
+    assert torch.equal(intermediates["hidden_states"][-1], hidden)
+    with pytest.raises(ModelInputError, match="token_type_ids"):
+        model(idx, token_type_ids=types + 1)  # segment 2 does not exist
+    with pytest.raises(ModelInputError, match="type_vocab_size=0"):
+        make_model("encoder")(idx, token_type_ids=types)  # a model without segment vectors

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from minipt.nn import LayerNorm
+
 __all__ = ["TokenEmbedding", "TokenAndPositionEmbedding"]
 
 
@@ -44,16 +46,46 @@ class TokenAndPositionEmbedding(nn.Module):
     ``E`` is ``token.weight`` ``(vocab_size, embedding_dim)`` (the ``pad_id`` row starts at zero, as in
     :class:`TokenEmbedding`), ``P`` is ``position.weight`` ``(max_len, embedding_dim)``.
 
-    Shapes: ``idx`` ``(B, T)`` with ``T <= max_len`` -> ``(B, T, embedding_dim)``.
+    BERT's input adds two things (both off by default):
+
+    * ``type_vocab_size > 0``: a learned vector per segment, ``token_type.weight`` :math:`S`
+      ``(type_vocab_size, embedding_dim)``; ``token_type_ids`` :math:`s_{b,t}` (0 for the first sentence, 1 for
+      the second; all 0 when not given) picks it;
+    * ``norm=True``: a layer norm of the sum, before the dropout (``norm``, eps ``layer_norm_eps``):
+
+    .. math:: h^{(0)}_{b,t} = \operatorname{dropout}\bigl(\operatorname{LayerNorm}(E[x_{b,t}] + S[s_{b,t}]
+              + P[t])\bigr)
+
+    Shapes: ``idx`` ``(B, T)`` with ``T <= max_len``, ``token_type_ids`` ``(B, T)`` or None ->
+    ``(B, T, embedding_dim)``.
     """
 
-    def __init__(self, vocab_size: int, embedding_dim: int, max_len: int, pad_id: int, dropout: float) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        max_len: int,
+        pad_id: int,
+        dropout: float,
+        type_vocab_size: int = 0,
+        norm: bool = False,
+        layer_norm_eps: float = 1e-5,
+        fast: bool = False,
+    ) -> None:
         super().__init__()
         self.token = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
         self.position = nn.Embedding(max_len, embedding_dim)
+        self.token_type = nn.Embedding(type_vocab_size, embedding_dim) if type_vocab_size > 0 else None
+        self.norm = LayerNorm(embedding_dim, eps=layer_norm_eps, fast=fast) if norm else None
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, idx: Tensor) -> Tensor:
+    def forward(self, idx: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         T = idx.shape[1]
         positions = torch.arange(T, device=idx.device)  # (T,)
-        return self.dropout(self.token(idx) + self.position(positions))  # (B, T, C) + (T, C) -> (B, T, C)
+        x = self.token(idx)  # (B, T, C)
+        if self.token_type is not None:
+            x = x + self.token_type(torch.zeros_like(idx) if token_type_ids is None else token_type_ids)
+        x = x + self.position(positions)  # (B, T, C) + (T, C) -> (B, T, C)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.dropout(x)

@@ -15,6 +15,14 @@ token ``v`` is the dot product of the final hidden state with ``v``'s own embedd
 ``x_{t+1}`` (next-token pretraining). ``causal=False``: every position sees the whole sequence, for masked-LM
 pretraining (predict the masked tokens from both sides); such a model cannot ``generate``.
 
+``norm_first=False`` builds BERT's post-norm arrangement instead: each block is
+:math:`h \leftarrow \operatorname{LN}_1(h + \operatorname{SA}(h))`, :math:`h \leftarrow \operatorname{LN}_2(h +
+\operatorname{FF}(h))`, so every block already ends in a layer norm; the layer norm moves from the top of the
+stack to the embedding (:math:`h^{(0)} = \operatorname{dropout}(\operatorname{LN}(E[x_t] + S[s_t] + P[t]))`, with
+the segment vectors :math:`S` when ``type_vocab_size > 0``) and ``norm`` is the identity. ``activation`` picks the
+feed-forward GELU: ``"gelu"`` (erf, BERT's) or ``"gelu_tanh"`` (GPT-2's). :mod:`minipt.interop` loads GPT-2 and
+BERT checkpoints into these shapes.
+
 ``fast=True`` runs every layer's hand-derived fast path (:mod:`minipt.fast`); the default runs the readable
 formulas. Both give the same values and gradients (``tests/test_models.py``).
 """
@@ -52,7 +60,7 @@ class TransformerLM(LanguageModel):
 
     * ``embedding``: :class:`~minipt.models.embedding.TokenAndPositionEmbedding` (``token``, ``position``);
     * ``layers``: ``nn.ModuleList`` of :class:`minipt.nn.TransformerEncoderLayer`, lowest first;
-    * ``norm``: the final :class:`minipt.nn.LayerNorm`;
+    * ``norm``: the final :class:`minipt.nn.LayerNorm` (``nn.Identity`` when ``norm_first=False``);
     * ``lm_head``: ``nn.Linear(d_model, vocab_size, bias=False)``, whose weight *is* ``embedding.token.weight``
       when ``tie_weights=True`` (so freezing ``embedding`` freezes the LM head too: it is the same tensor).
 
@@ -90,6 +98,10 @@ class TransformerLM(LanguageModel):
         causal: bool = True,
         tie_weights: bool = True,
         pad_id: int = 0,
+        activation: str = "gelu",
+        norm_first: bool = True,
+        layer_norm_eps: float = 1e-5,
+        type_vocab_size: int = 0,
         fast: bool = False,
     ) -> None:
         super().__init__()
@@ -106,6 +118,10 @@ class TransformerLM(LanguageModel):
             "causal": causal,
             "tie_weights": tie_weights,
             "pad_id": pad_id,
+            "activation": activation,
+            "norm_first": norm_first,
+            "layer_norm_eps": layer_norm_eps,
+            "type_vocab_size": type_vocab_size,
             "fast": fast,
         }
         self.vocab_size = vocab_size
@@ -114,14 +130,18 @@ class TransformerLM(LanguageModel):
         self.causal = causal
         self.fast = fast  # the loss's fast path too (minipt.nn.set_fast switches it with the layers)
 
-        self.embedding = TokenAndPositionEmbedding(vocab_size, d_model, max_len, pad_id, dropout)
+        self.embedding = TokenAndPositionEmbedding(
+            vocab_size, d_model, max_len, pad_id, dropout, type_vocab_size=type_vocab_size,
+            norm=not norm_first, layer_norm_eps=layer_norm_eps, fast=fast,
+        )
         self.layers = nn.ModuleList(
             TransformerEncoderLayer(
-                d_model, n_heads, dim_feedforward=d_ff, dropout=dropout, activation="gelu", norm_first=True, fast=fast
+                d_model, n_heads, dim_feedforward=d_ff, dropout=dropout, activation=activation,
+                layer_norm_eps=layer_norm_eps, norm_first=norm_first, fast=fast,
             )
             for _ in range(n_layers)
         )
-        self.norm = LayerNorm(d_model, fast=fast)
+        self.norm = LayerNorm(d_model, eps=layer_norm_eps, fast=fast) if norm_first else nn.Identity()
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         self.init_weights()
         if tie_weights:
@@ -148,10 +168,21 @@ class TransformerLM(LanguageModel):
     # Forward
     # ------------------------------------------------------------------------------------------------
 
-    def _check_inputs(self, idx: Tensor, attention_mask: Tensor | None) -> None:
-        """``idx`` ``(B, T)`` ids with ``T <= max_len``; ``attention_mask`` ``(B, T)`` or None."""
+    def _check_inputs(self, idx: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None = None) -> None:
+        """``idx`` ``(B, T)`` ids with ``T <= max_len``; ``attention_mask`` ``(B, T)`` or None; ``token_type_ids``
+        ``(B, T)`` in ``[0, type_vocab_size)`` or None."""
         self._check_idx(idx)
         self._check_attention_mask(attention_mask, idx)
+        if token_type_ids is not None:
+            types = self.config["type_vocab_size"]  # 0: the model has no segment vectors at all
+            in_range = token_type_ids.numel() == 0 or (
+                int(token_type_ids.min()) >= 0 and int(token_type_ids.max()) < types
+            )
+            if token_type_ids.shape != idx.shape or not in_range:
+                raise ModelInputError(
+                    f"TransformerLM: token_type_ids must have the shape of idx {tuple(idx.shape)} and values in "
+                    f"[0, type_vocab_size={types}), got shape {tuple(token_type_ids.shape)}"
+                )
         if idx.shape[1] > self.max_len:
             raise ModelInputError(
                 f"TransformerLM: sequence length {idx.shape[1]} exceeds max_len={self.max_len} "
@@ -197,13 +228,16 @@ class TransformerLM(LanguageModel):
         if not isinstance(k, int) or not 0 <= k <= len(self.layers):
             raise ModelInputError(f"TransformerLM: k must be an integer in [0, {len(self.layers)}], got {k!r}")
 
-    def lower_layers(self, idx: Tensor, attention_mask: Tensor | None, k: int) -> Tensor:
+    def lower_layers(
+        self, idx: Tensor, attention_mask: Tensor | None, k: int, token_type_ids: Tensor | None = None
+    ) -> Tensor:
         """The embedding and ``layers[:k]``: the hidden states ``(B, T, d_model)`` after layer ``k - 1`` (after
         the embedding when ``k == 0``). ``upper_layers(lower_layers(idx, m, k), m, k)`` is ``features(idx, m)``,
-        bit for bit, for every ``k`` in ``[0, n_layers]``."""
-        self._check_inputs(idx, attention_mask)
+        bit for bit, for every ``k`` in ``[0, n_layers]``. ``token_type_ids`` ``(B, T)``: the segment of each
+        token (all 0 when None; only a model with ``type_vocab_size > 0`` has segment vectors)."""
+        self._check_inputs(idx, attention_mask, token_type_ids)
         self._check_split(k)
-        x = self.embedding(idx)  # (B, T, C)
+        x = self.embedding(idx, token_type_ids)  # (B, T, C)
         x, _, _ = self._run_layers(x, attention_mask, self.layers[:k])
         return x
 
@@ -216,9 +250,11 @@ class TransformerLM(LanguageModel):
         x, _, _ = self._run_layers(hidden, attention_mask, self.layers[k:])
         return self.norm(x)  # (B, T, C)
 
-    def features(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def features(
+        self, idx: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
         """Final hidden states after the final layer norm, ``(B, T, d_model)``: what a task head reads."""
-        return self.upper_layers(self.lower_layers(idx, attention_mask, 0), attention_mask, 0)
+        return self.upper_layers(self.lower_layers(idx, attention_mask, 0, token_type_ids), attention_mask, 0)
 
     def forward(
         self,
@@ -226,19 +262,21 @@ class TransformerLM(LanguageModel):
         targets: Tensor | None = None,
         attention_mask: Tensor | None = None,
         return_intermediates: bool = False,
+        token_type_ids: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, dict[str, list[Tensor]]]:
         """Logits ``(B, T, vocab_size)`` and the loss against ``targets`` ``(B, T)`` (None without targets;
         ``-100`` targets are ignored).
 
         ``return_intermediates=True`` adds a dict with ``hidden_states`` (the embedding output, then each
         layer's output, each ``(B, T, d_model)``) and ``attention_weights`` (each layer's ``(B, heads, T, T)``).
+        ``token_type_ids`` ``(B, T)``: segment ids (see :meth:`lower_layers`).
         """
         if return_intermediates:  # the same pass, keeping what each layer produced
-            embedded = self.lower_layers(idx, attention_mask, 0)  # (B, T, C)
+            embedded = self.lower_layers(idx, attention_mask, 0, token_type_ids)  # (B, T, C)
             x, outputs, weights = self._run_layers(embedded, attention_mask, self.layers, need_weights=True)
             features = self.norm(x)  # (B, T, C)
         else:
-            features = self.features(idx, attention_mask)  # (B, T, C)
+            features = self.features(idx, attention_mask, token_type_ids)  # (B, T, C)
         logits = self.lm_head(features)  # (B, T, vocab_size)
         loss = None if targets is None else language_model_loss(logits, targets, fast=self.fast)
         if return_intermediates:
