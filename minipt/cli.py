@@ -197,9 +197,12 @@ def run_generate(args: argparse.Namespace) -> int:
         raise MiniptError("--prompt must contain at least one token")
     generator = torch.Generator(device=device).manual_seed(args.seed)
     idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
-    # <pad>, <unk>, <mask>, <cls> and <sep> are not text: never sampled (minipt's tokenizers have no end-of-text)
+    # <pad>, <unk>, <mask>, <cls> and <sep> are not text: never sampled. An end-of-text token (GPT-2's) may be:
+    # it ends a document, as in the text the model was trained on (minipt's own tokenizers have none).
+    end_of_text = getattr(tokenizer, "eos_id", None)
+    suppress = tuple(token for token in tokenizer.special_ids if token != end_of_text)
     output = model.generate(idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=generator,
-                            suppress_tokens=tokenizer.special_ids)
+                            suppress_tokens=suppress)
     print(tokenizer.decode(output[0].tolist()))
     return 0
 
