@@ -352,8 +352,8 @@ def test_cli_generate_and_finetune_with_frozen_layers_from_a_gpt2_folder(hf_fold
     source = f"hf-gpt2:{hf_folders['gpt2']}"
     assert cli.main(["generate", "--from", source, "--prompt", "the quick", "--tokens", "5", "--seed", "0"]) == 0
     assert capsys.readouterr().out.startswith("the quick")
-    rows = ["text,label"] + [f"the quick fox {i}, a rose,rose" for i in range(12)]
-    rows += [f"the lazy dog {i}, a bird,bird" for i in range(12)]
+    rows = ["text,label"] + [f'"the quick fox {i}, a rose",rose' for i in range(12)]  # a comma: quoted
+    rows += [f'"the lazy dog {i}, a bird",bird' for i in range(12)]
     task = tmp_path / "task.csv"
     task.write_text("\n".join(rows) + "\n", encoding="utf-8")
     out = tmp_path / "run"
