@@ -42,10 +42,10 @@ VALIDATION = 400  # validation speeches scored after each finetuning epoch
 RECIPE = dict(tokenizer="bpe", bpe_vocab_size=2000, batch_size=16, block_size=128, lr=3e-3, dropout=0.0, d_model=128)
 TRANSFORMER = dict(model="transformer", n_layers=2, n_heads=4, d_ff=512)
 GRU = dict(model="gru", n_layers=2, hidden_size=256, lr=1e-2)  # the GRU leaves its initial plateau faster at 1e-2
-# Seconds per pretraining step of each model with 2 threads on a quiet 2-core CPU (measured with
-# benchmarks/budget.py's seconds_per_step, 60 steps), the time the other phases take together, and the
-# Transformer's share of the pretraining time.
-SECONDS_PER_STEP = {"transformer": 0.101, "gru": 0.152}
+# Seconds per pretraining step of each model with 2 threads on a quiet 2-core CPU (the median of four 60-step
+# runs of benchmarks/budget.py's seconds_per_step, 2026-11-30, with the fast cross-entropy), the time the other
+# phases take together, and the Transformer's share of the pretraining time.
+SECONDS_PER_STEP = {"transformer": 0.093, "gru": 0.144}
 FINETUNING_SECONDS = 60.0
 TRANSFORMER_SHARE = 0.65
 

@@ -53,9 +53,9 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
 
 
 def test_pretraining_steps_fill_the_budget():
-    # 6 minutes: 360 s - 60 s of finetuning = 300 s; the Transformer gets 65% at 0.101 s per step, the GRU 35% at
-    # 0.152 s: int(195 / 0.101) = int(1930.7) = 1930 and int(105 / 0.152) = int(690.8) = 690 steps
-    assert pretraining_steps(DemoConfig(minutes=6.0)) == {"transformer": 1930, "gru": 690}
+    # 6 minutes: 360 s - 60 s of finetuning = 300 s; the Transformer gets 65% at 0.093 s per step, the GRU 35% at
+    # 0.144 s: int(195 / 0.093) = int(2096.8) = 2096 and int(105 / 0.144) = int(729.2) = 729 steps
+    assert pretraining_steps(DemoConfig(minutes=6.0)) == {"transformer": 2096, "gru": 729}
 
 
 def test_demo_refuses_a_used_folder(tmp_path, capsys):
