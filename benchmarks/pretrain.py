@@ -151,7 +151,7 @@ def main_benchmark() -> None:
     if "default" in pieces_to_run:
         result = pretrain_and_sample("default", ["--corpus", "shakespeare", *smoke], runs)
         pieces["default"] = report(
-            "Default settings: 2-layer Transformer, 2000-token BPE, on the built-in Shakespeare corpus (about 4 minutes)",
+            "Default settings: 2-layer Transformer, BPE 2000, on the built-in Shakespeare corpus (about 4 minutes)",
             result, "`minipt pretrain` with no settings beyond the corpus (every other value is a default).",
         )
     if "nanogpt" in pieces_to_run:
