@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from minipt.errors import MiniptError
-from minipt.interop.hf_folder import check_shapes, config_value, read_hf_config, read_hf_weights
+from minipt.interop.hf_folder import build_transformer, check_shapes, config_value, read_hf_config, read_hf_weights
 from minipt.models import TransformerLM
 
 __all__ = ["bert_key_table", "minipt_config_from_bert", "bert_config_from_minipt", "load_bert_state_dict",
@@ -135,9 +135,6 @@ def load_hf_bert(folder: str | Path, fast: bool = False) -> TransformerLM:
     """A :class:`TransformerLM` with the encoder weights of the BERT in ``folder``, in eval mode."""
     folder = Path(folder)
     config = minipt_config_from_bert(read_hf_config(folder, "bert"), folder / "config.json")
-    try:
-        model = TransformerLM(**config, fast=fast)
-    except MiniptError as error:  # e.g. a width that the number of heads does not divide
-        raise MiniptError(f"{folder / 'config.json'}: {error}") from None
+    model = build_transformer(config, folder, fast)
     load_bert_state_dict(model, *read_hf_weights(folder))
     return model.eval()

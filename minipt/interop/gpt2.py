@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from minipt.errors import MiniptError
-from minipt.interop.hf_folder import check_shapes, config_value, read_hf_config, read_hf_weights
+from minipt.interop.hf_folder import build_transformer, check_shapes, config_value, read_hf_config, read_hf_weights
 from minipt.models import TransformerLM
 
 __all__ = ["gpt2_key_table", "minipt_config_from_gpt2", "gpt2_config_from_minipt", "load_gpt2_state_dict",
@@ -138,9 +138,6 @@ def load_hf_gpt2(folder: str | Path, fast: bool = False) -> TransformerLM:
     mode; it computes on the fast path with ``fast=True``."""
     folder = Path(folder)
     config = minipt_config_from_gpt2(read_hf_config(folder, "gpt2"), folder / "config.json")
-    try:
-        model = TransformerLM(**config, fast=fast)
-    except MiniptError as error:  # e.g. a width that the number of heads does not divide
-        raise MiniptError(f"{folder / 'config.json'}: {error}") from None
+    model = build_transformer(config, folder, fast)
     load_gpt2_state_dict(model, *read_hf_weights(folder))
     return model.eval()

@@ -16,8 +16,9 @@ from torch import Tensor
 
 from minipt.checkpoint import load_checkpoint
 from minipt.errors import MiniptError
+from minipt.models import TransformerLM
 
-__all__ = ["read_hf_config", "read_hf_weights", "config_value", "check_shapes"]
+__all__ = ["read_hf_config", "read_hf_weights", "config_value", "check_shapes", "build_transformer"]
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # the first one present is read
 
@@ -77,3 +78,12 @@ def check_shapes(converted: dict[str, Tensor], expected: dict[str, Tensor], name
                 f"{path}: shape mismatch: {names[key]} is {tuple(tensor.shape)} but config.json implies "
                 f"{tuple(expected[key].shape)}"
             )
+
+
+def build_transformer(config: dict, folder: Path, fast: bool) -> TransformerLM:
+    """A fresh :class:`TransformerLM` with the constructor arguments ``config`` read from ``folder/config.json``;
+    an argument it cannot take is a one-line error naming that file."""
+    try:
+        return TransformerLM(**config, fast=fast)
+    except MiniptError as error:  # e.g. a width that the number of heads does not divide
+        raise MiniptError(f"{folder / 'config.json'}: {error}") from None
