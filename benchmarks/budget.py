@@ -15,8 +15,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from minipt.finetune import FinetuneConfig, finetune
-from minipt.pretrain import PretrainConfig, pretrain
+from minipt.jobs.finetune import FinetuneConfig, finetune
+from minipt.jobs.pretrain import PretrainConfig, pretrain
 
 
 def seconds_per_step(config: PretrainConfig, steps: int = 30) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from results import machine_line, write_section
 
-from minipt.demo import DemoConfig, run_demo
+from minipt.jobs.demo import DemoConfig, run_demo
 from minipt.plots import plot_demo_report, read_metrics
 
 HERE = Path(__file__).resolve().parent

@@ -41,14 +41,14 @@ import torch
 from results import machine_line, write_section
 
 from minipt import functional as MF
-from minipt.baselines import bag_of_words, words
 from minipt.data import load_task
-from minipt.finetune import FinetuneConfig, finetune, majority_baseline, select_train_examples
+from minipt.jobs.baselines import bag_of_words, words
+from minipt.jobs.finetune import FinetuneConfig, finetune, majority_baseline, select_train_examples
+from minipt.jobs.pretrain import PretrainConfig, pretrain
 from minipt.metrics import accuracy, confusion_matrix, macro_f1
 from minipt.optim import AdamW
 from minipt.plots import plot_sample_efficiency
-from minipt.pretrain import PretrainConfig, pretrain
-from minipt.runs import write_json
+from minipt.runs.folder import write_json
 
 HERE = Path(__file__).resolve().parent
 MODELS = {  # name -> pretraining settings (everything else: PretrainConfig's defaults)

@@ -1,9 +1,9 @@
 """Time per finetuning step with half of the layers frozen vs none, and a finetuning epoch with the frozen layers
-computed once (:mod:`minipt.frozen_cache`) vs at every step, side by side in one run.
+computed once (:mod:`minipt.training.frozen_cache`) vs at every step, side by side in one run.
 
 Run ``python benchmarks/freeze_speed.py``: prints two tables and rewrites the ``freeze_speed`` section of
 ``benchmarks/RESULTS.md``. The models run on the fast path, as the CLI's training jobs do. One step is what
-:func:`minipt.train.train` does per batch: forward, cross-entropy, backward, AdamW update. A frozen layer still
+:func:`minipt.training.loop.train` does per batch: forward, cross-entropy, backward, AdamW update. A frozen layer still
 runs forward, but no gradient flows into its weights, and below the lowest trainable layer the backward pass
 stops altogether; so freezing the lower half should save roughly the backward cost of that half. The cache also
 saves the frozen layers' forward pass at every epoch. The settings are alternated round by round so that load
@@ -20,12 +20,12 @@ from collections.abc import Callable
 import torch
 from results import machine_line, write_section
 
-from minipt import frozen_cache, strategies
 from minipt.data.datasets import collate_classification
-from minipt.finetune import predict
+from minipt.jobs.finetune import predict
 from minipt.models import GRULM, SequenceClassifier, TransformerLM
 from minipt.optim import AdamW, param_groups
-from minipt.train import train_mode
+from minipt.training import frozen_cache, strategies
+from minipt.training.loop import train_mode
 
 
 def make_model(kind: str) -> SequenceClassifier:
@@ -168,8 +168,8 @@ def main() -> None:
         f"A finetuning epoch with the embedding and lower 3 of 4 layers frozen: {args.train_examples} training "
         f"examples (batches of {args.batch_size}, random lengths {args.length // 4}-{args.length} tokens), then "
         f"{args.val_examples} validation examples scored; the frozen layers run at every step (uncached) or once per "
-        "example before the first epoch (cached, `minipt.frozen_cache`). Median of the same rounds. Target: the "
-        "cached epoch >= 3x faster.",
+        "example before the first epoch (cached, `minipt.training.frozen_cache`). Median of the same rounds. "
+        "Target: the cached epoch >= 3x faster.",
         "",
         "| model | uncached epoch (ms) | cached epoch (ms) | speed-up | building the cache (ms, once) | "
         "speed-up over 10 epochs, cache included |",

@@ -28,7 +28,7 @@ from results import machine_line, median_seconds, write_section
 
 from minipt.models import SequenceClassifier, TransformerLM
 from minipt.optim import AdamW, param_groups
-from minipt.strategies import freeze
+from minipt.training.strategies import freeze
 
 GPT2_SMALL = dict(vocab_size=50257, d_model=768, n_layers=12, n_heads=12, d_ff=3072, max_len=1024, dropout=0.1,
                   pad_id=50256, activation="gelu_tanh")

@@ -40,7 +40,7 @@ def peak_rss_of(argv: list[str]) -> tuple[float, float]:
 
 def cuda_peak_mb(folder: Path, steps: int | None) -> float:
     """Peak CUDA memory allocated by the default pretraining (``steps`` shortened if given) on the GPU."""
-    from minipt.pretrain import PretrainConfig, pretrain
+    from minipt.jobs.pretrain import PretrainConfig, pretrain
 
     torch.cuda.reset_peak_memory_stats()
     config = PretrainConfig(device="cuda", **({"steps": steps, "eval_every": steps} if steps else {}))

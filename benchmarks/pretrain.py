@@ -83,7 +83,7 @@ def pretrain_and_sample(name: str, argv: list[str], runs: Path) -> dict:
 
 
 def parameter_count(run_dir: Path) -> int:
-    from minipt.pretrain import load_run
+    from minipt.jobs.pretrain import load_run
 
     model, _, _ = load_run(run_dir)
     return model.num_parameters()

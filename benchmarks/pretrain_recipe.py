@@ -23,7 +23,7 @@ from budget import frozen_scores, pretrain_for
 from matplotlib.figure import Figure
 from results import machine_line, write_section
 
-from minipt.pretrain import PretrainConfig
+from minipt.jobs.pretrain import PretrainConfig
 
 HERE = Path(__file__).resolve().parent
 RESULTS_FILE = HERE / "pretrain_recipe.json"

@@ -5,7 +5,7 @@ plus the finetuning): prints a table, writes ``benchmarks/pretraining_pays.json`
 and the ``pretraining_pays`` section of ``benchmarks/RESULTS.md``.
 
 For each budget (1, 2, 4, 8, 16 minutes): one pretraining run of the demo's Transformer recipe
-(:mod:`minipt.demo`), then finetuned on ``shakespeare-verse`` with 200 labels and its embedding and lower layer
+(:mod:`minipt.jobs.demo`), then finetuned on ``shakespeare-verse`` with 200 labels and its embedding and lower layer
 frozen, 3 finetuning seeds. The control: the same architecture from scratch on the same labels, the same 3 seeds
 (its score does not depend on the budget). The plot shows the test macro-F1 gain over scratch, mean and spread.
 """
@@ -22,8 +22,8 @@ from budget import frozen_scores, pretrain_for
 from matplotlib.figure import Figure
 from results import machine_line, write_section
 
-from minipt.demo import RECIPE, TRANSFORMER
-from minipt.pretrain import PretrainConfig
+from minipt.jobs.demo import RECIPE, TRANSFORMER
+from minipt.jobs.pretrain import PretrainConfig
 
 HERE = Path(__file__).resolve().parent
 RESULTS_FILE = HERE / "pretraining_pays.json"

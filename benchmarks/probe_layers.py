@@ -35,13 +35,13 @@ from results import machine_line, write_section
 from minipt import functional as MF
 from minipt.data import load_task, shakespeare
 from minipt.data.datasets import ClassificationDataset, collate_classification
-from minipt.finetune import select_train_examples
+from minipt.jobs.finetune import select_train_examples
+from minipt.jobs.pretrain import load_run
 from minipt.metrics import accuracy, confusion_matrix, macro_f1
 from minipt.models import build_model
 from minipt.models.heads import pool
 from minipt.optim import AdamW
-from minipt.pretrain import load_run
-from minipt.runs import write_json
+from minipt.runs.folder import write_json
 
 HERE = Path(__file__).resolve().parent
 

@@ -135,7 +135,7 @@ SHAPES = {
     # nanoGPT's CPU configuration for character-level Shakespeare
     "nanogpt": Shape("nanoGPT CPU config: 4 layers, 4 heads, d 128, block 64, batch 12, vocab 65", "transformer",
                      vocab_size=65, d_model=128, n_layers=4, batch_size=12, block_size=64),
-    # the demo's pretraining configuration (see minipt/demo.py)
+    # the demo's pretraining configuration (see minipt/jobs/demo.py)
     "demo": Shape("demo pretraining: 2 layers, 4 heads, d 128, block 128, batch 16, vocab 2000, dropout 0",
                   "transformer", vocab_size=2000, d_model=128, n_layers=2, batch_size=16, block_size=128, lr=3e-3),
     "gru": Shape("demo GRU LM: 2 layers, embed 128, hidden 256, block 128, batch 16, vocab 2000", "gru",
@@ -217,7 +217,7 @@ def time_pair(shape: Shape, rounds: int, steps_per_round: int) -> dict:
 def loop_overhead(shape: Shape, bare_ms: float, steps: int) -> dict:
     """Training tokens/s of a real ``pretrain`` run of this shape (one evaluation, at the end) against the bare
     step's tokens/s."""
-    from minipt.pretrain import PretrainConfig, pretrain
+    from minipt.jobs.pretrain import PretrainConfig, pretrain
 
     config = PretrainConfig(d_model=shape.d_model, n_layers=shape.n_layers, n_heads=shape.n_heads, d_ff=shape.d_ff,
                             steps=steps, batch_size=shape.batch_size, block_size=shape.block_size,

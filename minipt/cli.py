@@ -5,14 +5,14 @@
 * ``minipt generate`` — sample text from a pretraining run;
 * ``minipt finetune`` — :func:`minipt.finetune.finetune` (a classifier on a pretrained run);
 * ``minipt evaluate`` — score a finetuning run's best checkpoint on a split;
-* ``minipt demo`` — :func:`minipt.demo.run_demo` (pretrain, finetune and compare with a from-scratch control);
+* ``minipt demo`` — :func:`minipt.jobs.demo.run_demo` (pretrain, finetune and compare with a from-scratch control);
 * ``minipt list`` — the built-in corpora and tasks, with their sizes.
 
 The options of ``pretrain``, ``finetune`` and ``demo`` are generated from the fields of their config dataclasses
 (:func:`add_settings`), so ``--help`` shows each setting's own help text and default.
 
 User mistakes (a bad flag value, a missing file) end in one line on stderr and exit status 2, never a traceback.
-Ctrl-C (SIGINT) or SIGTERM ends a command with one line and status 130 or 143 (:mod:`minipt.interrupts`); a
+Ctrl-C (SIGINT) or SIGTERM ends a command with one line and status 130 or 143 (:mod:`minipt.training.interrupts`); a
 training run stopped that way saves ``last.pt`` first and says how to continue it.
 """
 
@@ -25,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from minipt import __version__, interrupts
+from minipt import __version__
 from minipt.errors import MiniptError, RankLostError, TrainingDivergedError
-from minipt.settings import flag, read_settings_file
+from minipt.runs.settings import flag, read_settings_file
+from minipt.training import interrupts
 
 EXIT_USAGE = 2  # a user mistake: bad flag, missing file, bad config
 EXIT_FAILED = 1  # the job itself failed (e.g. the loss diverged)
@@ -89,7 +90,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> None:
-    from minipt.pretrain import PretrainConfig
+    from minipt.jobs.pretrain import PretrainConfig
 
     parser = subparsers.add_parser(
         "pretrain",
@@ -108,7 +109,7 @@ def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> None:
 def pretrain_config(args: argparse.Namespace) -> tuple[object, str]:
     """The config and run folder of ``minipt pretrain``: a resumed run takes its saved settings (only how to
     compute may change); a run from ``--init-from`` takes the architecture of that run."""
-    from minipt.pretrain import HOW_TO_COMPUTE, PretrainConfig
+    from minipt.jobs.pretrain import HOW_TO_COMPUTE, PretrainConfig
 
     if args.resume:
         given = given_settings(args, PretrainConfig)
@@ -130,7 +131,7 @@ def pretrain_config(args: argparse.Namespace) -> tuple[object, str]:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from minipt.pretrain import pretrain
+    from minipt.jobs.pretrain import pretrain
 
     config, run_dir = pretrain_config(args)
     print(f"minipt pretrain: writing the run into {run_dir}", flush=True)
@@ -171,8 +172,8 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from minipt.interop import load_pretrained
-    from minipt.train import resolve_device
+    from minipt.jobs.sources import load_pretrained
+    from minipt.training.loop import resolve_device
 
     if args.tokens < 0:
         raise MiniptError(f"--tokens must be >= 0, got {args.tokens}")
@@ -213,7 +214,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def add_finetune_parser(subparsers: argparse._SubParsersAction) -> None:
-    from minipt.finetune import FinetuneConfig
+    from minipt.jobs.finetune import FinetuneConfig
 
     parser = subparsers.add_parser(
         "finetune",
@@ -232,7 +233,7 @@ def add_finetune_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from minipt.finetune import FinetuneConfig, finetune
+    from minipt.jobs.finetune import FinetuneConfig, finetune
 
     if args.resume:
         given = given_settings(args, FinetuneConfig)
@@ -279,7 +280,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from minipt.finetune import evaluate_run
+    from minipt.jobs.finetune import evaluate_run
 
     result = evaluate_run(args.run_dir, task=args.task, split=args.split, device=args.device)
     print(f"{args.run_dir}: {args.split} split, {result['examples']} examples: accuracy {result['accuracy']:.4f}, "
@@ -294,7 +295,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
-    from minipt.demo import DemoConfig
+    from minipt.jobs.demo import DemoConfig
 
     parser = subparsers.add_parser(
         "demo",
@@ -310,8 +311,8 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from minipt.demo import DemoConfig
-    from minipt.demo import run_demo as demo
+    from minipt.jobs.demo import DemoConfig
+    from minipt.jobs.demo import run_demo as demo
 
     demo(DemoConfig(**given_settings(args, DemoConfig)), progress=not args.quiet)
     return 0
@@ -372,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 def interrupted_message(stop: interrupts.Interrupted) -> str:
     """What an interrupted command tells: the step reached and how to continue, or that nothing was kept."""
     if stop.saved and stop.run_dir is not None:
-        from minipt.runs import read_config
+        from minipt.runs.folder import read_config
 
         job = "finetune" if "classifier" in read_config(stop.run_dir) else "pretrain"
         return (f"interrupted at step {stop.step}; last.pt saved; continue with: minipt {job} --resume "
@@ -389,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from minipt import distributed
+    from minipt.training import distributed
 
     try:
         # one rank of a torchrun job (or nothing), with Ctrl-C and SIGTERM turned into Interrupted

@@ -28,13 +28,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from minipt import distributed
-from minipt.checkpoint import load_checkpoint, save_checkpoint
 from minipt.cli import main as minipt_main
-from minipt.finetune import FinetuneConfig, finetune
+from minipt.jobs.finetune import FinetuneConfig, finetune
 from minipt.models import TransformerLM
-from minipt.strategies import GradualUnfreezing
-from minipt.train import Callback, TrainConfig, train
+from minipt.training import distributed
+from minipt.training.checkpoint import load_checkpoint, save_checkpoint
+from minipt.training.loop import Callback, TrainConfig, train
+from minipt.training.strategies import GradualUnfreezing
 
 VOCAB, BLOCK, ROWS = 12, 8, 2  # ROWS per rank and micro-batch
 STREAM = torch.arange(400) % 7 + (torch.arange(400) // 50) % 3  # a learnable, slightly varied token stream

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import minipt.finetune
+import minipt.jobs.finetune
 from minipt.cli import main
 from minipt.data import read_labelled
+from minipt.data.tokenizers import CharTokenizer
 from minipt.errors import MiniptError
 from minipt.models.language_model import sample_next_token
-from minipt.tokenizers import CharTokenizer
-from minipt.train import Callback
+from minipt.training.loop import Callback
 
 CORPUS = "the rose is red and the sky is blue; so sing the birds of may in the wood.\n" * 45
 TINY = ["--tokenizer", "char", "--d-model", "16", "--n-layers", "2", "--n-heads", "2", "--d-ff", "32",
@@ -99,14 +99,14 @@ class InterruptAt(Callback):
 def test_finetune_interrupt_resume_and_evaluate_warns_on_a_changed_file(pretrained, task, tmp_path, capsys,
                                                                         monkeypatch):
     run = tmp_path / "ft"
-    real_train = minipt.finetune.train
-    monkeypatch.setattr(minipt.finetune, "train",
+    real_train = minipt.jobs.finetune.train
+    monkeypatch.setattr(minipt.jobs.finetune, "train",
                         lambda *a, callbacks, **kw: real_train(*a, **kw, callbacks=[*callbacks, InterruptAt(2)]))
     status = main(["finetune", "--from", str(pretrained), "--task", str(task), "--out", str(run), *FINETUNE])
     err = one_line(capsys, status, expected_status=130)
     assert err == ("minipt finetune: interrupted at step 3; last.pt saved; continue with: minipt finetune --resume "
                    f"{run}")
-    monkeypatch.setattr(minipt.finetune, "train", real_train)
+    monkeypatch.setattr(minipt.jobs.finetune, "train", real_train)
     assert main(["finetune", "--resume", str(run), "--quiet"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2 * 5  # 2 epochs of ceil(40 / 8) steps: the whole run

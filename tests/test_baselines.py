@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from minipt.baselines import bag_of_words, bag_of_words_baseline, words
+from minipt.jobs.baselines import bag_of_words, bag_of_words_baseline, words
 
 
 def test_words_and_presence_features_by_hand() -> None:

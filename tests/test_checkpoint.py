@@ -1,4 +1,4 @@
-"""minipt.checkpoint: atomic saves (also when the writer is killed), weights-only loads that refuse damaged or
+"""minipt.training.checkpoint: atomic saves (also when the writer is killed), weights-only loads that refuse damaged or
 tampered files, and random-number state that makes a resumed run draw the same numbers as an uninterrupted one.
 """
 
@@ -19,10 +19,10 @@ import pytest
 import torch
 from torch import nn
 
-from minipt.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from minipt.errors import MiniptError
 from minipt.optim import AdamW
-from minipt.runs import write_json
+from minipt.runs.folder import write_json
+from minipt.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -207,7 +207,7 @@ WRITER_SCRIPT = r"""
 import os, sys
 import torch
 torch.set_num_threads(1)
-from minipt.checkpoint import save_checkpoint
+from minipt.training.checkpoint import save_checkpoint
 
 path = sys.argv[1]
 print("ready", flush=True)

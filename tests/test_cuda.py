@@ -18,12 +18,12 @@ import pytest
 import torch
 
 import minipt
-from minipt.checkpoint import load_checkpoint, save_checkpoint
 from minipt.cli import main
+from minipt.jobs.pretrain import PretrainConfig, load_run, pretrain
 from minipt.models import TransformerLM
 from minipt.nn import set_fast
 from minipt.optim import AdamW, param_groups
-from minipt.pretrain import PretrainConfig, load_run, pretrain
+from minipt.training.checkpoint import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 

@@ -31,7 +31,7 @@ from minipt.data import (
     shakespeare,
 )
 from minipt.data.shakespeare import Speech, parse_play, verse_label
-from minipt.tokenizers import CharTokenizer
+from minipt.data.tokenizers import CharTokenizer
 
 MINI_PLAY = Path(__file__).parent / "fixtures" / "mini_play.md"
 

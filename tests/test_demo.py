@@ -7,8 +7,8 @@ from collections import Counter
 
 from minipt import cli
 from minipt.data import load_task
-from minipt.demo import DemoConfig, pretraining_steps
-from minipt.finetune import select_train_examples
+from minipt.jobs.demo import DemoConfig, pretraining_steps
+from minipt.jobs.finetune import select_train_examples
 
 
 def table(report: str) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Data parallelism (minipt.distributed): two CPU ranks on gloo against one process, resume, finetuning, the
+"""Data parallelism (minipt.training.distributed): two CPU ranks on gloo against one process, resume, finetuning, the
 ``torchrun`` command itself, and a killed rank.
 
 The ranks are real processes: ``tests/ddp_worker.py`` under ``torchrun`` (the loop, the finetuning job and
@@ -28,12 +28,12 @@ import torch
 from ddp_worker import EQUALITY, ROWS, TINY_CLI, evaluate, global_batch, lm_loss, tiny_model
 
 import minipt
-from minipt import distributed
-from minipt.checkpoint import load_checkpoint
 from minipt.cli import main
 from minipt.errors import MiniptError
-from minipt.pretrain import PretrainConfig, pretrain
-from minipt.train import TrainConfig, train
+from minipt.jobs.pretrain import PretrainConfig, pretrain
+from minipt.training import distributed
+from minipt.training.checkpoint import load_checkpoint
+from minipt.training.loop import TrainConfig, train
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 CHECKOUT = Path(minipt.__file__).resolve().parents[1]  # the ranks import this copy of minipt

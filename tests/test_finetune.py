@@ -1,4 +1,4 @@
-"""The finetuning job (minipt.finetune) and the `minipt finetune` / `minipt evaluate` commands, on a tiny
+"""The finetuning job (minipt.jobs.finetune) and the `minipt finetune` / `minipt evaluate` commands, on a tiny
 pretrained run and a tiny labelled file."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from minipt import cli
-from minipt.checkpoint import load_checkpoint
 from minipt.data import LabelledData
 from minipt.errors import MiniptError
-from minipt.finetune import FinetuneConfig, evaluate_run, finetune, majority_baseline, select_train_examples
-from minipt.pretrain import PretrainConfig, load_run, pretrain
+from minipt.jobs.finetune import FinetuneConfig, evaluate_run, finetune, majority_baseline, select_train_examples
+from minipt.jobs.pretrain import PretrainConfig, load_run, pretrain
+from minipt.training.checkpoint import load_checkpoint
 
 CORPUS = "the rose is red and the sky is blue; so sing the birds of may in the wood.\n" * 60
 
@@ -226,8 +226,8 @@ def test_balanced_batches_draw_each_class_about_equally_often():
     from functools import partial
 
     from minipt.data.datasets import ClassificationDataset, collate_classification
-    from minipt.finetune import epoch_batch_sampler
-    from minipt.tokenizers import CharTokenizer
+    from minipt.data.tokenizers import CharTokenizer
+    from minipt.jobs.finetune import epoch_batch_sampler
 
     tokenizer = CharTokenizer.from_text("abc")
     # 90 examples of class 0 and 10 of class 1: a plain epoch is 10% class 1
@@ -258,7 +258,7 @@ def test_select_macro_f1_picks_the_epoch_with_the_best_validation_macro_f1(pretr
 
 @pytest.mark.parametrize("freeze", ["1", "all"])
 def test_cached_frozen_layers_give_the_run_of_the_uncached_path(pretrained, tmp_path, freeze):
-    """The job computes the frozen layers once (minipt.frozen_cache); --no-cache runs them at every step. Same
+    """The job computes the frozen layers once (minipt.training.frozen_cache); --no-cache runs them at every step. Same
     batches, same dropout draws: every logged number agrees within float rounding, and the test predictions too."""
     config = base_config(pretrained, freeze=freeze, epochs=3, dropout=0.2, balanced=True)
     cached = finetune(config, tmp_path / "cached", progress=False, verbose=False)

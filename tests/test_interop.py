@@ -20,6 +20,7 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
 from minipt import cli
+from minipt.data.tokenizers import BPETokenizer, GPT2BPETokenizer, load_tokenizer
 from minipt.errors import MiniptError
 from minipt.interop import (
     bert_config_from_minipt,
@@ -31,11 +32,10 @@ from minipt.interop import (
     load_gpt2_tokenizer,
     load_hf_bert,
     load_hf_gpt2,
-    load_pretrained,
     save_gpt2_tokenizer,
 )
+from minipt.jobs.sources import load_pretrained
 from minipt.models import TransformerLM
-from minipt.tokenizers import BPETokenizer, GPT2BPETokenizer, load_tokenizer
 
 CLOSE = dict(atol=1e-5, rtol=1e-5)  # float32, two implementations of the same formulas
 VOCAB = 300
@@ -336,7 +336,7 @@ def test_minipt_bpe_written_as_gpt2_files_gives_transformers_ids_and_survives_a_
 
 
 def test_gpt2s_pre_split_differs_from_minipts_on_other_numbers():
-    from minipt.tokenizers import pre_split
+    from minipt.data.tokenizers import pre_split
 
     gpt2 = GPT2BPETokenizer([], list(range(256)), eos_id=256)
     assert gpt2.pattern.findall("x² costs 3½") == ["x", "²", " costs", " 3½"]
@@ -372,7 +372,7 @@ def test_cli_generate_and_finetune_with_frozen_layers_from_a_gpt2_folder(hf_fold
 def test_a_bert_checkpoint_finetunes_with_frozen_lower_layers_in_minipts_code(hf_folders):
     from minipt.models import SequenceClassifier
     from minipt.optim import AdamW
-    from minipt.strategies import freeze
+    from minipt.training.strategies import freeze
 
     backbone = load_hf_bert(hf_folders["bert"], fast=True)
     before = {name: value.clone() for name, value in backbone.state_dict().items()}
@@ -395,7 +395,7 @@ def test_the_demo_and_the_cli_import_no_hugging_face_package():
     import subprocess
     import sys
 
-    code = ("import sys, minipt.cli, minipt.demo, minipt.finetune, minipt.interop; "
+    code = ("import sys, minipt.cli, minipt.jobs.demo, minipt.jobs.finetune, minipt.interop; "
             "print(sorted({'transformers', 'safetensors', 'regex', 'tokenizers'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

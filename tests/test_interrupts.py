@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import minipt.pretrain
-from minipt.checkpoint import load_checkpoint
+import minipt.jobs.pretrain
 from minipt.cli import main
-from minipt.interrupts import Interrupted
-from minipt.runs import new_run_dir, write_atomic
-from minipt.train import Callback
+from minipt.runs.folder import new_run_dir, write_atomic
+from minipt.training.checkpoint import load_checkpoint
+from minipt.training.interrupts import Interrupted
+from minipt.training.loop import Callback
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 40
 NO_WARMUP = ["--tokenizer", "char", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-ff", "32",
@@ -99,14 +99,15 @@ class SignalAt(Callback):
 
 def test_sigterm_mid_run_saves_that_step_and_resume_is_bit_identical(tmp_path, corpus, capsys, monkeypatch):
     run, common = tmp_path / "run", ["--corpus", str(corpus), *TINY, "--steps", "12", "--eval-every", "5", "--quiet"]
-    real_train = minipt.pretrain.train
-    monkeypatch.setattr(minipt.pretrain, "train", lambda *a, **kw: real_train(*a, **kw, callbacks=[SignalAt(7, 15)]))
+    real_train = minipt.jobs.pretrain.train
+    monkeypatch.setattr(minipt.jobs.pretrain, "train",
+                        lambda *a, **kw: real_train(*a, **kw, callbacks=[SignalAt(7, 15)]))
     assert main(["pretrain", "--out", str(run), *common]) == 143  # 128 + SIGTERM's 15
     # the signal came during step 8 (index 7); the loop finished that step, then stopped and saved it
     assert load_checkpoint(run / "last.pt")["loop"]["step"] == 8
     assert capsys.readouterr().err.strip() == (f"minipt pretrain: interrupted at step 8; last.pt saved; continue "
                                                f"with: minipt pretrain --resume {run}")
-    monkeypatch.setattr(minipt.pretrain, "train", real_train)
+    monkeypatch.setattr(minipt.jobs.pretrain, "train", real_train)
     assert main(["pretrain", "--resume", str(run), "--quiet"]) == 0
     assert main(["pretrain", "--out", str(tmp_path / "whole"), *common]) == 0
     resumed, whole = weights(run), weights(tmp_path / "whole")
@@ -230,9 +231,9 @@ def test_run_files_get_the_mode_of_ordinary_files(tmp_path, corpus, umask):
 
 def test_an_interrupted_demo_says_which_run_to_continue(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
-    monkeypatch.setattr(minipt.pretrain, "load_corpus", lambda name: TEXT)  # not the plays: this stops at step 4
-    real_train = minipt.pretrain.train
-    monkeypatch.setattr(minipt.pretrain, "train",
+    monkeypatch.setattr(minipt.jobs.pretrain, "load_corpus", lambda name: TEXT)  # not the plays: this stops at step 4
+    real_train = minipt.jobs.pretrain.train
+    monkeypatch.setattr(minipt.jobs.pretrain, "train",
                         lambda *a, callbacks=(), **kw: real_train(*a, **kw, callbacks=[SignalAt(3, 2)]))
     assert main(["demo", "--tiny", "--quiet", "--device", "cpu", "--threads", "1", "--out", str(out)]) == 130
     run = out / "pretrain-transformer"

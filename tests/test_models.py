@@ -17,7 +17,7 @@ from minipt.models import GRULM, MODEL_CLASSES, ModelInputError, SequenceClassif
 from minipt.models.heads import first_token_pool, last_token_pool, mean_pool, pool
 from minipt.models.language_model import language_model_loss, next_token_probabilities
 from minipt.nn import set_fast
-from minipt.strategies import freeze
+from minipt.training.strategies import freeze
 
 try:  # the project's own optimizer once it exists; torch's is only a stand-in for this test file
     from minipt.optim import AdamW

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import minipt.pretrain
-from minipt.checkpoint import load_checkpoint
+import minipt.jobs.pretrain
 from minipt.cli import build_parser, main
-from minipt.pretrain import PretrainConfig
+from minipt.jobs.pretrain import PretrainConfig
+from minipt.training.checkpoint import load_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +116,7 @@ def test_resume_through_the_cli_continues_exactly(tmp_path, corpus, monkeypatch)
     """3 steps, crash, ``--resume``, 3 more = 6 uninterrupted steps: same weights and losses, bit for bit."""
     assert pretrain(corpus, tmp_path / "straight") == 0
 
-    real_batch = minipt.pretrain.causal_lm_batch
+    real_batch = minipt.jobs.pretrain.causal_lm_batch
     calls = {"n": 0}
 
     def crashing_batch(*args, **kwargs):
@@ -125,10 +125,10 @@ def test_resume_through_the_cli_continues_exactly(tmp_path, corpus, monkeypatch)
             raise SimulatedCrashError
         return real_batch(*args, **kwargs)
 
-    monkeypatch.setattr(minipt.pretrain, "causal_lm_batch", crashing_batch)
+    monkeypatch.setattr(minipt.jobs.pretrain, "causal_lm_batch", crashing_batch)
     with pytest.raises(SimulatedCrashError):
         pretrain(corpus, tmp_path / "resumed")
-    monkeypatch.setattr(minipt.pretrain, "causal_lm_batch", real_batch)
+    monkeypatch.setattr(minipt.jobs.pretrain, "causal_lm_batch", real_batch)
     torch.manual_seed(12345)  # a fresh process would not share this one's random state
     assert main(["pretrain", "--resume", str(tmp_path / "resumed"), "--quiet"]) == 0
 

@@ -1,4 +1,4 @@
-"""minipt.runs: the new-folder check, config.json read back with clear errors, and the one atomic writer.
+"""minipt.runs.folder: the new-folder check, config.json read back with clear errors, and the one atomic writer.
 (The writer's crash safety is tested through checkpoints in test_checkpoint.py.)"""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from minipt.errors import MiniptError
-from minipt.runs import check_new_run_dir, read_config, write_atomic, write_config
+from minipt.runs.folder import check_new_run_dir, read_config, write_atomic, write_config
 
 
 def test_a_new_run_needs_an_absent_or_empty_folder(tmp_path):

@@ -1,15 +1,15 @@
-"""The finetuning strategies of minipt.strategies, on tiny real models."""
+"""The finetuning strategies of minipt.training.strategies, on tiny real models."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from minipt import strategies
 from minipt.errors import MiniptError
 from minipt.models import GRULM, SequenceClassifier, TransformerLM
 from minipt.optim import AdamW
-from minipt.train import train_mode
+from minipt.training import strategies
+from minipt.training.loop import train_mode
 
 VOCAB, T, B = 20, 8, 4
 

@@ -1,4 +1,4 @@
-"""Tests of minipt.tokenizers: the char tokenizer, byte-level BPE (a merge sequence derived by hand, equality with
+"""Tests of minipt.data.tokenizers: the char tokenizer, byte-level BPE (a merge sequence derived by hand, equality with
 a naive re-count-everything BPE, exact round trips), saving and loading, and BPE's compression on real plays."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from minipt.data import shakespeare
-from minipt.tokenizers import (
+from minipt.data.tokenizers import (
     SPECIAL_TOKENS,
     BPETokenizer,
     CharTokenizer,

@@ -1,5 +1,5 @@
-"""minipt.train: the loop's bookkeeping (schedule, accumulation, evaluation, best/last checkpoints, early stopping),
-determinism, exact resume, a diverging loss, and checkpoints that survive a killed process.
+"""minipt.training.loop: the loop's bookkeeping (schedule, accumulation, evaluation, best/last checkpoints, early
+stopping), determinism, exact resume, a diverging loss, and checkpoints that survive a killed process.
 
 Every run is a tiny Transformer (2 layers of width 16, dropout on so that the random state matters) on a
 synthetic token stream, a few dozen steps: each test takes well under a second or two.
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from minipt.checkpoint import load_checkpoint
 from minipt.errors import MiniptError, TrainingDivergedError
 from minipt.models import TransformerLM
-from minipt.train import Callback, TrainConfig, count_tokens, resolve_device, train
+from minipt.training.checkpoint import load_checkpoint
+from minipt.training.loop import Callback, TrainConfig, count_tokens, resolve_device, train
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,7 @@ from minipt import fast
 from minipt import functional as MF
 from minipt.data import lm_eval_batches, mask_tokens, next_sentence_pairs
 from minipt.data.datasets import IGNORE_INDEX
+from minipt.data.tokenizers import CharTokenizer
 from minipt.metrics import accuracy, confusion_matrix, macro_f1, perplexity, precision_recall_f1
 from minipt.models import MaskedLMWithNextSentenceHead, TransformerLM
 from minipt.models.heads import pool
@@ -38,8 +39,7 @@ from minipt.optim import (
     slanted_triangular,
     warmup_cosine,
 )
-from minipt.strategies import discriminative_param_groups, gradual_unfreezing_k, l2sp_penalty, snapshot
-from minipt.tokenizers import CharTokenizer
+from minipt.training.strategies import discriminative_param_groups, gradual_unfreezing_k, l2sp_penalty, snapshot
 
 SIX_DECIMALS = dict(atol=1e-6, rtol=0)
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from minipt.data.text import DataError
-from minipt.tokenizers import Tokenizer
+from minipt.data.tokenizers import Tokenizer
 
 __all__ = [
     "IGNORE_INDEX",

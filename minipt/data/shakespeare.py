@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from minipt.data.text import DataError, LabelledData, check_labelled
-from minipt.runs import write_atomic
+from minipt.runs.folder import write_atomic
 
 __all__ = [
     "Speech",

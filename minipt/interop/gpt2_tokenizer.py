@@ -1,4 +1,4 @@
-r"""GPT-2's ``vocab.json`` + ``merges.txt`` <-> minipt's :class:`~minipt.tokenizers.GPT2BPETokenizer`.
+r"""GPT-2's ``vocab.json`` + ``merges.txt`` <-> minipt's :class:`~minipt.data.tokenizers.GPT2BPETokenizer`.
 
 GPT-2 writes its byte-level tokens as text: each of the 256 bytes is shown as one printable character
 (:func:`byte_characters`: the printable bytes ``!``..``~``, ``¡``..``¬``, ``®``..``ÿ`` as themselves, the other 68,
@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from minipt.data.tokenizers import FIRST_BYTE_ID, FIRST_MERGE_ID, BPETokenizer, GPT2BPETokenizer
 from minipt.errors import MiniptError
-from minipt.runs import write_atomic
-from minipt.tokenizers import FIRST_BYTE_ID, FIRST_MERGE_ID, BPETokenizer, GPT2BPETokenizer
+from minipt.runs.folder import write_atomic
 
 __all__ = ["byte_characters", "load_gpt2_tokenizer", "save_gpt2_tokenizer"]
 

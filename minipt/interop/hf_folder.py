@@ -3,7 +3,7 @@
 A folder saved by ``transformers`` (``model.save_pretrained(folder)``, or downloaded from the Hub) holds
 ``config.json`` (the architecture's sizes) and the weights in ``model.safetensors`` (a plain table of tensors,
 read with the ``safetensors`` package) or ``pytorch_model.bin`` (a pickle, read weights-only by
-:func:`minipt.checkpoint.load_checkpoint`, so a tampered file is refused instead of executed). Nothing is ever
+:func:`minipt.training.checkpoint.load_checkpoint`, so a tampered file is refused instead of executed). Nothing is ever
 downloaded: the user points at a folder they already have.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from torch import Tensor
 
-from minipt.checkpoint import load_checkpoint
 from minipt.errors import MiniptError
 from minipt.models import TransformerLM
+from minipt.training.checkpoint import load_checkpoint
 
 __all__ = ["read_hf_config", "read_hf_weights", "config_value", "check_shapes", "build_transformer"]
 

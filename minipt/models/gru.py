@@ -185,7 +185,8 @@ class GRULM(LanguageModel):
             # Dropout on a layer's input belongs to that layer: the embedding has its own, and a frozen layer
             # (kept in eval mode by the training loop) gets none, just as a frozen Transformer layer.
             # .contiguous(): the dropout mask then depends on the values' positions only, not on the memory
-            # layout of the layer below's output, so cached lower layers (minipt.frozen_cache) draw the same mask.
+            # layout of the layer below's output, so cached lower layers
+            # (minipt.training.frozen_cache) draw the same mask.
             layer_input = self.dropout(x.contiguous()) if index > 0 and layer.training else x
             x, _, gates = layer(layer_input, lengths=lengths, return_gates=True)  # x: (B, T, H)
             outputs.append(x)

@@ -21,7 +21,7 @@ The three poolings, with :math:`m_{b,t} \in \{0, 1\}` the attention mask (1 = re
 causal model or a GRU, whose last real state has read the whole sequence; ``mean`` works for either.
 
 :class:`MaskedLMWithNextSentenceHead` adds a two-way head on the ``<cls>`` position to a bidirectional model,
-for the ``mlm+nsp`` pretraining objective (:mod:`minipt.pretrain`).
+for the ``mlm+nsp`` pretraining objective (:mod:`minipt.jobs.pretrain`).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class SequenceClassifier(nn.Module):
 
     The formulas are in this module's docstring. ``backbone`` is any minipt language model (it must provide
     ``features``, ``hidden_size``, ``embedding``, ``layers``); its LM head is simply not used. The properties
-    ``embedding`` and ``layers`` are the backbone's, so :mod:`minipt.finetune` freezes a classifier exactly as
+    ``embedding`` and ``layers`` are the backbone's, so :mod:`minipt.jobs.finetune` freezes a classifier exactly as
     it would the bare LM; ``head`` (and the backbone's final norm) form the top that always trains.
 
     ``config`` holds ``num_classes``, ``pooling`` and ``dropout``; ``backbone_architecture`` and
@@ -140,7 +140,7 @@ class SequenceClassifier(nn.Module):
         self, features: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """The head on the backbone's ``features`` ``(B, T, H)``: pool, dropout, linear -> logits
-        ``(B, num_classes)``, and the loss when ``labels`` are given (:mod:`minipt.frozen_cache` calls it on
+        ``(B, num_classes)``, and the loss when ``labels`` are given (:mod:`minipt.training.frozen_cache` calls it on
         features computed from cached lower layers)."""
         pooled = pool(features, attention_mask, self.pooling)  # (B, H)
         logits = self.head(self.dropout(pooled))  # (B, num_classes)

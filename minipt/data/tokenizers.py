@@ -42,7 +42,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from minipt.errors import MiniptError
-from minipt.runs import write_atomic
+from minipt.runs.folder import write_atomic
 
 __all__ = [
     "SPECIAL_TOKENS",

@@ -1,6 +1,6 @@
 r"""Pretraining: the objectives, and the job that builds tokenizer, data and model from one config.
 
-Three objectives, each a pair of small functions for :func:`minipt.train.train`:
+Three objectives, each a pair of small functions for :func:`minipt.training.loop.train`:
 
 * ``clm`` — causal (next-token) language modelling, GPT's objective: the model reads ``x_{<t+1}`` and is scored
   on ``x_{t+1}``, :math:`\mathcal{L} = -\frac{1}{BT}\sum_{b,t} \log p_\theta(x_{b,t+1} \mid x_{b,\le t})`;
@@ -29,9 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from minipt import distributed, fingerprints, interrupts, strategies
 from minipt import functional as MF
-from minipt.checkpoint import load_checkpoint, load_weights
 from minipt.data import (
     CORPORA,
     DataError,
@@ -44,13 +42,15 @@ from minipt.data import (
     next_sentence_pairs,
 )
 from minipt.data.datasets import IGNORE_INDEX
+from minipt.data.tokenizers import FIRST_MERGE_ID, BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from minipt.errors import MiniptError
 from minipt.metrics import perplexity
 from minipt.models import MaskedLMWithNextSentenceHead, build_model
 from minipt.models.language_model import LanguageModel, evaluation_mode, language_model_loss
 from minipt.nn import set_fast
-from minipt.runs import new_run_dir, read_config, read_json, write_config, write_json
-from minipt.settings import (
+from minipt.runs import fingerprints
+from minipt.runs.folder import new_run_dir, read_config, read_json, write_config, write_json
+from minipt.runs.settings import (
     COUNT,
     NON_NEGATIVE,
     POSITIVE,
@@ -61,8 +61,9 @@ from minipt.settings import (
     one_of,
     setting,
 )
-from minipt.tokenizers import FIRST_MERGE_ID, BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
-from minipt.train import TrainConfig, TrainResult, resolve_device, train, use_threads
+from minipt.training import distributed, interrupts, strategies
+from minipt.training.checkpoint import load_checkpoint, load_weights
+from minipt.training.loop import TrainConfig, TrainResult, resolve_device, train, use_threads
 
 __all__ = [
     "PretrainConfig",
@@ -238,7 +239,7 @@ def model_settings(config: PretrainConfig, tokenizer: Tokenizer) -> tuple[str, d
 
 @dataclass
 class Objective:
-    """What :func:`minipt.train.train` needs for one objective (see that module)."""
+    """What :func:`minipt.training.loop.train` needs for one objective (see that module)."""
 
     next_batch: Callable[[int], tuple]
     loss_fn: Callable[[nn.Module, tuple], Tensor]
@@ -519,7 +520,7 @@ def pretrain(
     (``config`` then only supplies ``device`` and ``threads``); ``steps`` then sets a new end, e.g. more steps for
     a finished run: the cosine schedule is stretched to end there, so the learning rate continues from that longer
     schedule's value at the step reached. A new run that fails or is interrupted before its first ``last.pt``
-    leaves no folder (:func:`minipt.runs.new_run_dir`). With ``config.init_from`` the model starts from
+    leaves no folder (:func:`minipt.runs.folder.new_run_dir`). With ``config.init_from`` the model starts from
     that run's weights, with its tokenizer and architecture settings (``config``'s own are replaced), and the
     embedding and the lowest ``config.freeze`` layers stay fixed; ``summary.json`` then also holds the validation
     loss before training. The model trains on its fast path (:func:`minipt.nn.set_fast`). Under torchrun each

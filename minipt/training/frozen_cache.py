@@ -55,8 +55,8 @@ def cache_lower_layers(
     """``Lower_k`` of every example, once: ``[(hidden (T_i, C), label), ...]`` in the order of ``items``.
 
     ``items`` are ``(token ids, label id)`` pairs (a :class:`~minipt.data.datasets.ClassificationDataset`). The
-    lower ``k`` layers and the embedding must be frozen (:func:`minipt.strategies.freeze`); they run here in
-    evaluation mode, as the training loop keeps frozen modules (:func:`minipt.train.train_mode`), and every
+    lower ``k`` layers and the embedding must be frozen (:func:`minipt.training.strategies.freeze`); they run here in
+    evaluation mode, as the training loop keeps frozen modules (:func:`minipt.training.loop.train_mode`), and every
     module's mode is restored after. Examples are run in batches of similar length (less padding); each row is
     cut back to its own length.
     """

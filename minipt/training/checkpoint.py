@@ -1,7 +1,7 @@
 r"""Checkpoints: atomic saves, weights-only loads and the random-number state a resumed run needs.
 
 A training run writes ``last.pt`` again and again; :func:`save_checkpoint` writes it with
-:func:`minipt.runs.write_atomic` (a temporary file renamed over the final name), so a process that dies while
+:func:`minipt.runs.folder.write_atomic` (a temporary file renamed over the final name), so a process that dies while
 saving leaves the previous good checkpoint in place, never half a file.
 
 :func:`load_checkpoint` reads with ``torch.load(..., weights_only=True)``. A checkpoint is a pickle, and
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from minipt.errors import MiniptError
-from minipt.runs import write_atomic
+from minipt.runs.folder import write_atomic
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "rng_state", "set_rng_state"]
 

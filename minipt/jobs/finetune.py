@@ -2,14 +2,14 @@ r"""Finetuning a pretrained language model on a classification task: the job beh
 
 The pieces, top to bottom in :func:`finetune`:
 
-1. the backbone: the pretrained language model of a run folder (:func:`minipt.pretrain.load_run`) or of a
-   Hugging Face GPT-2 folder (``hf-gpt2:FOLDER``, :func:`minipt.interop.load_pretrained`), or — the control,
+1. the backbone: the pretrained language model of a run folder (:func:`minipt.jobs.pretrain.load_run`) or of a
+   Hugging Face GPT-2 folder (``hf-gpt2:FOLDER``, :func:`minipt.jobs.sources.load_pretrained`), or — the control,
    ``from_scratch=True`` — a freshly initialised model of the same architecture with the same tokenizer;
 2. the classifier: :class:`minipt.models.SequenceClassifier` (pooling + one linear layer) on that backbone;
-3. the strategy (:mod:`minipt.strategies`): freeze the embedding and the lowest ``k`` layers; or unfreeze them
+3. the strategy (:mod:`minipt.training.strategies`): freeze the embedding and the lowest ``k`` layers; or unfreeze them
    gradually (ULMFiT); or give every layer its own learning rate; optionally re-initialise the top layers and
    pull the pretrained weights toward their starting point (L2-SP);
-4. the objective, for :func:`minipt.train.train` (the one training loop): mean cross-entropy of the class logits
+4. the objective, for :func:`minipt.training.loop.train` (the one training loop): mean cross-entropy of the class logits
 
    .. math:: \mathcal{L} = \frac{1}{B}\sum_{b=1}^{B} -\log \operatorname{softmax}(z_b)_{y_b}
              \; + \; \lambda_{\text{L2-SP}} \sum_{w} \lVert w - w^0 \rVert^2 ,
@@ -38,22 +38,23 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from minipt import distributed, fingerprints, frozen_cache, interrupts, strategies
 from minipt import functional as MF
-from minipt.checkpoint import load_checkpoint, load_weights
 from minipt.data import TASKS, LabelledData, load_task
 from minipt.data.datasets import ClassificationDataset, balanced_sampler, collate_classification
+from minipt.data.tokenizers import Tokenizer, load_tokenizer
 from minipt.errors import MiniptError, warn
-from minipt.interop import load_pretrained
+from minipt.jobs.sources import load_pretrained
 from minipt.metrics import accuracy, classification_report, confusion_matrix, macro_f1
 from minipt.models import SequenceClassifier, build_model
 from minipt.models.heads import POOLINGS
 from minipt.nn import set_fast
 from minipt.plots import plot_confusion_matrix, read_metrics
-from minipt.runs import new_run_dir, read_config, write_config, write_json
-from minipt.settings import COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, between, check_settings, one_of, setting
-from minipt.tokenizers import Tokenizer, load_tokenizer
-from minipt.train import TrainConfig, TrainResult, resolve_device, train, use_threads
+from minipt.runs import fingerprints
+from minipt.runs.folder import new_run_dir, read_config, write_config, write_json
+from minipt.runs.settings import COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, between, check_settings, one_of, setting
+from minipt.training import distributed, frozen_cache, interrupts, strategies
+from minipt.training.checkpoint import load_checkpoint, load_weights
+from minipt.training.loop import TrainConfig, TrainResult, resolve_device, train, use_threads
 
 __all__ = [
     "FinetuneConfig",
@@ -191,11 +192,11 @@ def epoch_batch_sampler(
     """``next_batch(index)`` for the training loop: epoch ``e`` walks an order seeded by ``seed + e``.
 
     ``items`` are ``(example, label id)`` pairs — token ids (a :class:`ClassificationDataset`) or cached hidden
-    states (:mod:`minipt.frozen_cache`) — and ``collate`` turns a list of them into a batch. The order is a
+    states (:mod:`minipt.training.frozen_cache`) — and ``collate`` turns a list of them into a batch. The order is a
     permutation of the items, or with ``balanced=True`` ``len(items)`` draws with replacement, item weight
     ``1 / count(its class)``, so each class fills about the same share of every batch. A batch is a pure
     function of its index (no sampler state), so the same seed gives the same batches whatever the items are.
-    Under torchrun each rank walks its own share of the epoch's order (:func:`minipt.distributed.shard`, the
+    Under torchrun each rank walks its own share of the epoch's order (:func:`minipt.training.distributed.shard`, the
     distributed sampler's rule), so together the ranks see every item once per epoch.
     """
     steps_per_epoch = math.ceil(math.ceil(len(items) / distributed.world_size()) / batch_size)
@@ -227,7 +228,7 @@ def predict(
     """The class logits ``(N, C)`` and the true classes ``(N,)`` of every example in ``batches``.
 
     ``logits_of(model, batch)`` gives a batch's logits; by default the whole model on ``input_ids`` and
-    ``attention_mask`` (cached batches pass :func:`minipt.frozen_cache.classify_cached` instead).
+    ``attention_mask`` (cached batches pass :func:`minipt.training.frozen_cache.classify_cached` instead).
     """
     device = next(model.parameters()).device
     logits, targets = [], []
@@ -350,7 +351,7 @@ def prepare_data(config: FinetuneConfig, task: LabelledData, tokenizer: Tokenize
 
 
 def uses_cache(config: FinetuneConfig, frozen_k: int) -> bool:
-    """The frozen lower layers are computed once per example (:mod:`minipt.frozen_cache`) when they stay frozen
+    """The frozen lower layers are computed once per example (:mod:`minipt.training.frozen_cache`) when they stay frozen
     for the whole run: the plain strategy with the embedding and at least one layer frozen, unless
     ``--no-cache``."""
     return config.strategy == "plain" and frozen_k > 0 and not config.no_cache
@@ -431,8 +432,9 @@ def finetune(
     ``progress`` shows the training loop's progress bar; ``verbose`` prints the table of trainable parameters
     per layer before training. ``resume=True`` continues the interrupted run in ``run_dir`` from its ``last.pt``
     with its saved settings (``config`` then only supplies ``device`` and ``threads``). A new run that fails or
-    is interrupted before its first ``last.pt`` leaves no folder (:func:`minipt.runs.new_run_dir`). Under torchrun
-    the ranks share each epoch's examples, rank 0 writes the run, and every rank returns rank 0's summary.
+    is interrupted before its first ``last.pt`` leaves no folder (:func:`minipt.runs.folder.new_run_dir`).
+    Under torchrun the ranks share each epoch's examples, rank 0 writes the run, and every rank returns rank 0's
+    summary.
     """
     run_dir = Path(run_dir)
     if resume:

@@ -11,7 +11,7 @@ From those fields alone come the command line's options and their ``--help`` (:m
 ``--config FILE`` may hold (:func:`read_settings_file`), and the checks run once when a job starts
 (:func:`check_settings`), whose messages name the setting by its flag: ``--steps must be a positive integer,
 got -5``. A setting is called the same from the flag (``--grad-accum``) to the field (``grad_accum``) and on down to
-:class:`minipt.train.TrainConfig`.
+:class:`minipt.training.loop.TrainConfig`.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@
    vocabulary.
 2. **Finetune** each on ``shakespeare-verse`` (is a speech verse or prose?) with only 200 labelled speeches, the
    embedding and the lower layer frozen (:func:`minipt.finetune.finetune`). The frozen part never changes, so its
-   output is computed once per speech (:mod:`minipt.frozen_cache`) and only the top layer and the head train.
+   output is computed once per speech (:mod:`minipt.training.frozen_cache`) and only the top layer and the head train.
 3. **Controls**, on the same 200 speeches: the same Transformer architecture trained from scratch, a bag-of-words
-   logistic regression (:mod:`minipt.baselines`) and the majority class.
+   logistic regression (:mod:`minipt.jobs.baselines`) and the majority class.
 4. **Report**: test accuracy, macro-F1, trainable parameters and wall time per row, and the time of each phase,
    printed and saved as ``report.md`` and ``report.png`` in the demo folder.
 
@@ -24,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from minipt.baselines import bag_of_words_baseline
 from minipt.data import load_task
-from minipt.finetune import FinetuneConfig, finetune, select_train_examples
+from minipt.jobs.baselines import bag_of_words_baseline
+from minipt.jobs.finetune import FinetuneConfig, finetune, select_train_examples
+from minipt.jobs.pretrain import DEVICES, PretrainConfig, pretrain
 from minipt.plots import plot_demo_report, read_metrics
-from minipt.pretrain import DEVICES, PretrainConfig, pretrain
-from minipt.runs import new_run_dir
-from minipt.settings import COUNT, POSITIVE, check_settings, one_of, setting
-from minipt.train import use_threads
+from minipt.runs.folder import new_run_dir
+from minipt.runs.settings import COUNT, POSITIVE, check_settings, one_of, setting
+from minipt.training.loop import use_threads
 
 __all__ = ["DemoConfig", "DemoPlan", "demo_plan", "run_demo", "format_report"]
 

@@ -28,8 +28,8 @@ scheduler states, the step, tokens seen, the best metric, and every random state
 data sampler's generator), so training ``N`` steps, saving, resuming and training ``N`` more gives bit for bit
 the parameters of ``2N`` uninterrupted steps on the CPU.
 
-Under ``torchrun`` (:mod:`minipt.distributed`) every rank runs this same loop on its own batches: the loss goes
-through DDP (:class:`minipt.distributed.DataParallel`), which averages the gradients over the ranks, and rank 0
+Under ``torchrun`` (:mod:`minipt.training.distributed`) every rank runs this same loop on its own batches: the loss goes
+through DDP (:class:`minipt.training.distributed.DataParallel`), which averages the gradients over the ranks, and rank 0
 alone evaluates and writes the run folder. In a single process those hooks do nothing.
 """
 
@@ -49,13 +49,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm  # a plain text bar: works in terminals and notebooks alike, no widgets needed
 
-from minipt import distributed, interrupts, progress
-from minipt.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from minipt.errors import MiniptError, TrainingDivergedError
 from minipt.models.language_model import evaluation_mode
 from minipt.optim import AdamW, clip_grad_norm_, param_groups, warmup_cosine
 from minipt.plots import plot_loss_curves, read_metrics
-from minipt.runs import write_atomic, write_json
+from minipt.runs.folder import write_atomic, write_json
+from minipt.training import distributed, interrupts, progress
+from minipt.training.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 
 __all__ = [
     "TrainConfig",
@@ -203,7 +203,7 @@ def train_mode(model: nn.Module) -> None:
     """``model.train()``, then every module whose parameters are all frozen back to ``eval()`` (no dropout).
 
     The one place that decides the modes during training: finetuning freezes the lower layers
-    (:mod:`minipt.strategies`), and their dropout should not fire either.
+    (:mod:`minipt.training.strategies`), and their dropout should not fire either.
     """
     model.train()
     for module in model.modules():
@@ -407,7 +407,7 @@ def build_optimizer(
 
 def stop_interrupted(state: TrainingState, run_dir: Path, meter: Meter, signum: int) -> None:
     """Between two steps, after a signal: save ``last.pt`` (when a step was taken) and raise
-    :class:`~minipt.interrupts.Interrupted`."""
+    :class:`~minipt.training.interrupts.Interrupted`."""
     meter.bar.close()
     saved = state.loop.step >= 1
     if saved:
@@ -451,9 +451,9 @@ def train(
     ``resume=True`` continues from ``run_dir/last.pt``. ``callbacks``: :class:`Callback` hooks. ``evaluate`` runs
     under ``torch.no_grad()`` with dropout off. A non-finite loss raises
     :class:`~minipt.errors.TrainingDivergedError` before anything about that step is saved. Inside
-    :func:`minipt.interrupts.deferred` (the jobs call ``train`` there), Ctrl-C or SIGTERM stops the loop at the start
-    of the next step: ``last.pt`` is saved (after at least one step) and :class:`~minipt.interrupts.Interrupted`
-    is raised.
+    :func:`minipt.training.interrupts.deferred` (the jobs call ``train`` there), Ctrl-C or SIGTERM stops the loop at
+    the start of the next step: ``last.pt`` is saved (after at least one step) and
+    :class:`~minipt.training.interrupts.Interrupted` is raised.
     """
     config.check()
     device, run_dir = resolve_device(config.device), Path(run_dir)

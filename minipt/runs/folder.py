@@ -5,7 +5,7 @@ Every job writes into a folder of its own::
     runs/clm/
         config.json      the settings and the model's constructor arguments (:func:`write_config`)
         tokenizer.json   the tokenizer
-        best.pt last.pt  checkpoints (:mod:`minipt.checkpoint`)
+        best.pt last.pt  checkpoints (:mod:`minipt.training.checkpoint`)
         metrics.jsonl    one line per evaluation
         loss.png         the curves
         summary.json     the outcome
