@@ -23,9 +23,9 @@ from results import machine_line, write_section
 from minipt.data.datasets import collate_classification
 from minipt.jobs.finetune import predict
 from minipt.models import GRULM, SequenceClassifier, TransformerLM
+from minipt.models.modes import train_mode
 from minipt.optim import AdamW, param_groups
 from minipt.training import frozen_cache, strategies
-from minipt.training.loop import train_mode
 
 
 def make_model(kind: str) -> SequenceClassifier:

@@ -7,9 +7,8 @@ import torch
 
 from minipt.data.datasets import collate_classification
 from minipt.models import GRULM, SequenceClassifier, TransformerLM
-from minipt.models.language_model import evaluation_mode
+from minipt.models.modes import evaluation_mode, train_mode
 from minipt.training.frozen_cache import cache_lower_layers, cached_loss, classify_cached, collate_hidden
-from minipt.training.loop import train_mode
 from minipt.training.strategies import freeze
 
 TOLERANCE = 1e-6  # float32; only the rounding of differently shaped matrix products may differ

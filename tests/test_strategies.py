@@ -7,9 +7,9 @@ import torch
 
 from minipt.errors import MiniptError
 from minipt.models import GRULM, SequenceClassifier, TransformerLM
+from minipt.models.modes import train_mode
 from minipt.optim import AdamW
 from minipt.training import strategies
-from minipt.training.loop import train_mode
 
 VOCAB, T, B = 20, 8, 4
 

@@ -46,7 +46,8 @@ from minipt.data.tokenizers import FIRST_MERGE_ID, BPETokenizer, CharTokenizer, 
 from minipt.errors import MiniptError
 from minipt.metrics import perplexity
 from minipt.models import MaskedLMWithNextSentenceHead, build_model
-from minipt.models.language_model import LanguageModel, evaluation_mode, language_model_loss
+from minipt.models.language_model import LanguageModel, language_model_loss
+from minipt.models.modes import evaluation_mode
 from minipt.nn import set_fast
 from minipt.runs import fingerprints
 from minipt.runs.folder import new_run_dir, read_config, read_json, write_config, write_json

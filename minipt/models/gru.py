@@ -40,10 +40,10 @@ from minipt.models.language_model import (
     check_positive,
     check_probability,
     check_sampling_arguments,
-    evaluation_mode,
     language_model_loss,
     sample_next_token,
 )
+from minipt.models.modes import evaluation_mode
 from minipt.nn import GRU
 
 __all__ = ["GRULM", "ProjectedLMHead"]

@@ -10,8 +10,7 @@ they turn token ids into hidden states. Everything around that lives here, writt
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +26,6 @@ __all__ = [
     "check_sampling_arguments",
     "next_token_probabilities",
     "sample_next_token",
-    "evaluation_mode",
 ]
 
 
@@ -105,21 +103,6 @@ def sample_next_token(
         logits = logits.index_fill(-1, torch.tensor(list(suppress_tokens), device=logits.device), float("-inf"))
     probabilities = next_token_probabilities(logits, temperature, top_k)  # (B, V)
     return torch.multinomial(probabilities, num_samples=1, generator=generator)  # (B, 1)
-
-
-@contextmanager
-def evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Run the body with every submodule in ``eval()`` mode (no dropout), then restore each one's own mode.
-
-    Restoring module by module (not ``model.train()``) keeps frozen parts of a finetuned model in eval mode.
-    """
-    previous_modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, was_training in previous_modes.items():
-            module.training = was_training
 
 
 class LanguageModel(nn.Module):

@@ -33,7 +33,7 @@ from torch import Tensor
 from minipt.data.datasets import collate_classification
 from minipt.errors import MiniptError
 from minipt.models import SequenceClassifier
-from minipt.models.language_model import evaluation_mode
+from minipt.models.modes import evaluation_mode
 
 __all__ = [
     "CachedExample",
@@ -56,7 +56,7 @@ def cache_lower_layers(
 
     ``items`` are ``(token ids, label id)`` pairs (a :class:`~minipt.data.datasets.ClassificationDataset`). The
     lower ``k`` layers and the embedding must be frozen (:func:`minipt.training.strategies.freeze`); they run here in
-    evaluation mode, as the training loop keeps frozen modules (:func:`minipt.training.loop.train_mode`), and every
+    evaluation mode, as the training loop keeps frozen modules (:func:`minipt.models.modes.train_mode`), and every
     module's mode is restored after. Examples are run in batches of similar length (less padding); each row is
     cut back to its own length.
     """

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from tqdm import tqdm  # a plain text bar: works in terminals and notebooks alike, no widgets needed
 
 from minipt.errors import MiniptError, TrainingDivergedError
-from minipt.models.language_model import evaluation_mode
+from minipt.models.modes import evaluation_mode, train_mode
 from minipt.optim import AdamW, clip_grad_norm_, param_groups, warmup_cosine
 from minipt.plots import plot_loss_curves, read_metrics
 from minipt.runs.folder import write_atomic, write_json
@@ -65,7 +65,6 @@ __all__ = [
     "use_threads",
     "move_to_device",
     "count_tokens",
-    "train_mode",
     "train",
 ]
 
@@ -197,19 +196,6 @@ def autocast_context(device: torch.device) -> AbstractContextManager:
 def is_improvement(value: float, best: float, mode: str) -> bool:
     """``value`` beats ``best``: smaller when ``mode == "min"``, larger when ``"max"``."""
     return value < best if mode == "min" else value > best
-
-
-def train_mode(model: nn.Module) -> None:
-    """``model.train()``, then every module whose parameters are all frozen back to ``eval()`` (no dropout).
-
-    The one place that decides the modes during training: finetuning freezes the lower layers
-    (:mod:`minipt.training.strategies`), and their dropout should not fire either.
-    """
-    model.train()
-    for module in model.modules():
-        parameters = list(module.parameters())
-        if parameters and not any(p.requires_grad for p in parameters):
-            module.eval()
 
 
 def append_jsonl(path: Path, record: dict) -> None:

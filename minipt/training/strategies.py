@@ -17,7 +17,7 @@ The strategies:
   training-loop callback that moves the model from stage to stage.
 
 Freezing only sets ``requires_grad``. The training loop keeps a module whose parameters are all frozen in
-evaluation mode (no dropout): :func:`minipt.training.loop.train_mode` is the one place that decides the modes.
+evaluation mode (no dropout): :func:`minipt.models.modes.train_mode` is the one place that decides the modes.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def freeze(model: nn.Module, k: int | str) -> list[nn.Module]:
     ``"all"`` trains only what sits above the layers (final norm and heads): a linear probe.
     Returns the frozen modules, lowest first. The optimizer should be given only the trainable parameters
     (:func:`minipt.optim.param_groups` leaves the frozen ones out); the training loop turns the frozen modules'
-    dropout off (:func:`minipt.training.loop.train_mode`).
+    dropout off (:func:`minipt.models.modes.train_mode`).
     """
     k = parse_freeze(k, _layer_count(model))
     for parameter in model.parameters():
