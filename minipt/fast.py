@@ -31,12 +31,40 @@ from torch import Tensor
 from minipt import functional as MF
 
 __all__ = [
-    "cross_entropy", "CrossEntropy", "attention", "Attention", "layer_norm", "LayerNorm", "gelu", "GELU",
-    "gru_sequence", "GRUSequence",
+    "FastSwitch", "as_switch", "cross_entropy", "CrossEntropy", "attention", "Attention", "layer_norm", "LayerNorm",
+    "gelu", "GELU", "gru_sequence", "GRUSequence",
 ]
 
 LOG2_E = 1.0 / math.log(2.0)  # log2(e)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The switch
+# ----------------------------------------------------------------------------------------------------------
+
+
+class FastSwitch:
+    """The one switch between the readable formulas and the fast paths, shared by everything in a model.
+
+    A model makes one and hands it to each of its layers, so ``if self.fast:`` in any layer, and the choice of
+    its loss, read the same switch; :func:`minipt.nn.set_fast` flips it once for them all. ``bool(switch)``
+    is its state. It is not a parameter or a buffer, so ``state_dict`` keys do not change.
+    """
+
+    def __init__(self, on: bool = False) -> None:
+        self.on = bool(on)
+
+    def __bool__(self) -> bool:
+        return self.on
+
+    def __repr__(self) -> str:
+        return f"FastSwitch({self.on})"
+
+
+def as_switch(fast: bool | FastSwitch) -> FastSwitch:
+    """``fast`` itself when it is a :class:`FastSwitch` (a switch shared with the caller), else a new one."""
+    return fast if isinstance(fast, FastSwitch) else FastSwitch(fast)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -163,13 +191,14 @@ class Attention(torch.autograd.Function):
     Inputs: ``scaled_query`` ``(..., L, E)``, ``key`` ``(..., S, E)``, ``value`` ``(..., S, Ev)``,
     ``additive_mask`` broadcastable to ``(..., L, S)`` or None (natural units, as in
     :func:`~minipt.functional.scaled_dot_product_attention`), ``dropout_p`` in ``[0, 1)``, ``generator`` for
-    the dropout draws or None (the draws are those of :func:`minipt.functional.dropout`). Output
-    ``(..., L, Ev)``. The backward pass works in place, so it cannot itself be differentiated again
-    (``once_differentiable``).
+    the dropout draws or None (the draws are those of :func:`minipt.functional.dropout`), ``return_weights``.
+    Output ``(..., L, Ev)``, and with ``return_weights`` also the weights :math:`A = E' / s` ``(..., L, S)``
+    (after dropout, as applied; for inspection, not differentiable). The backward pass works in place, so it
+    cannot itself be differentiated again (``once_differentiable``).
     """
 
     @staticmethod
-    def forward(ctx, scaled_query, key, value, additive_mask, dropout_p, generator):
+    def forward(ctx, scaled_query, key, value, additive_mask, dropout_p, generator, return_weights):
         # Work in base 2: e^x = 2^(x log2 e), and exp2 is several times faster than exp on CPU (above all on
         # the -inf of masked scores). Multiplying the small query (L, E) by log2 e costs less than the scores,
         # and the mask is scaled inside the addition (alpha), so no base-2 copy of it is ever made.
@@ -192,11 +221,15 @@ class Attention(torch.autograd.Function):
         output = (kept_exponentials @ value) * inverse_sums  # (..., L, Ev)
         ctx.save_for_backward(scaled_query, key, value, exponentials, kept_exponentials, inverse_sums, output)
         ctx.mask_shape = None if additive_mask is None else additive_mask.shape
-        return output
+        if not return_weights:
+            return output
+        weights = kept_exponentials * inverse_sums  # A = E' / s, (..., L, S): only when asked, for inspection
+        ctx.mark_non_differentiable(weights)
+        return output, weights
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output):
+    def backward(ctx, grad_output, _grad_weights=None):
         scaled_query, key, value, exponentials, kept_exponentials, inverse_sums, output = ctx.saved_tensors
         scaled_grad_output = grad_output * inverse_sums  # dO / s, (..., L, Ev)
         row_dots = (grad_output * output).sum(dim=-1, keepdim=True) * inverse_sums  # D / s, (..., L, 1)
@@ -218,6 +251,7 @@ class Attention(torch.autograd.Function):
             grad_mask,
             None,
             None,
+            None,
         )
 
 
@@ -235,17 +269,21 @@ def attention(
     dropout_p: float = 0.0,
     is_causal: bool = False,
     scale: float | None = None,
+    return_weights: bool = False,
     generator: torch.Generator | None = None,
-) -> Tensor:
+) -> Tensor | tuple[Tensor, Tensor]:
     """:func:`minipt.functional.scaled_dot_product_attention` through :class:`Attention`: the same arguments
-    and mask conventions (read by :func:`minipt.functional.attention_mask_parts`), without ``return_weights``.
+    and mask conventions (read by :func:`minipt.functional.attention_mask_parts`). The weights returned with
+    ``return_weights=True`` are for inspection: no gradient flows back through them.
 
     A float ``attn_mask`` goes to the kernel as it is. A boolean mask or ``is_causal`` becomes one additive
     mask first, ``0`` where a query may look and ``-inf`` where not (adding a float mask is several times
     faster than ``masked_fill`` with a broadcast boolean one). Shapes as in the readable function.
     """
     if dropout_p >= 1.0:  # every weight dropped: the kernel would divide by 1 - p = 0; the formula gives 0
-        return MF.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale)
+        return MF.scaled_dot_product_attention(
+            query, key, value, attn_mask, dropout_p, is_causal, scale, return_weights, generator
+        )
     L, S = query.shape[-2], key.shape[-2]
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     blocked, mask = MF.attention_mask_parts(attn_mask, is_causal, L, S, query.device)
@@ -253,7 +291,7 @@ def attention(
         minus_infinity = torch.zeros(blocked.shape, dtype=query.dtype, device=query.device)
         minus_infinity.masked_fill_(blocked, float("-inf"))  # (..., L, S): 0 = may look, -inf = blocked
         mask = minus_infinity if mask is None else minus_infinity + mask
-    return Attention.apply(query * scale, key, value, mask, dropout_p, generator)
+    return Attention.apply(query * scale, key, value, mask, dropout_p, generator, return_weights)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ By default a layer runs the readable formulas of :mod:`minipt.functional` (and :
 training and in evaluation alike, so stepping through it in a debugger lands on the formula. With
 ``fast=True`` it runs the hand-derived autograd Functions of :mod:`minipt.fast` instead, which give the same
 values and gradients (tested) in less time; the choice is one visible ``if self.fast:`` line in each forward.
-:func:`set_fast` switches a whole model. ``fast`` is not a parameter, so ``state_dict`` keys do not change.
+``self.fast`` is a :class:`minipt.fast.FastSwitch`: a layer made of layers (and a model) hands its own switch
+to every part, so one switch is stored per model and :func:`set_fast` flips it. ``fast`` is not a parameter,
+so ``state_dict`` keys do not change.
 
 Mask conventions, which learners often trip on, because torch itself is not consistent:
 
@@ -28,12 +30,12 @@ mask                                         ``True`` means   float mask
 ``MultiheadAttention(key_padding_mask=)``    ignore this key  added to the scores
 ``MultiheadAttention(attn_mask=)``           NOT allowed      added to the scores
 ``functional.scaled_dot_product_attention``  allowed          added to the scores
-``additive_mask=`` (minipt's internal path)  (float only)     0 = may attend, ``-inf`` = blocked
+a model's additive mask                      (float only)     0 = may attend, ``-inf`` = blocked
 ===========================================  ===============  ==================================
 
-``additive_mask`` is the one form a model converts its masks to, once per forward pass (see
-:class:`minipt.models.TransformerLM`): a float mask broadcastable to ``(B, heads, L, S)`` that the attention
-adds to its scores as it is, with no further conversion in any layer.
+The models convert their masks once per forward pass into that additive form (see
+:class:`minipt.models.TransformerLM`), which their attention (:class:`minipt.models.attention.SelfAttention`)
+adds to its scores as it is.
 
 Shape letters: ``B`` batch, ``T`` time steps, ``L`` queries, ``S`` keys, ``E`` embedding size,
 ``H`` hidden size.
@@ -50,6 +52,7 @@ from torch import Tensor, nn
 from minipt import fast
 from minipt import functional as MF
 from minipt.errors import MiniptError
+from minipt.fast import FastSwitch, as_switch
 
 __all__ = [
     "LayerInputError",
@@ -71,19 +74,17 @@ ACTIVATIONS = ("relu", "gelu", "gelu_tanh")  # TransformerEncoderLayer's feed-fo
 
 
 def set_fast(module: nn.Module, fast: bool) -> nn.Module:
-    """Switch every layer inside ``module`` to the fast path (``fast=True``) or the readable one; returns it.
+    """Switch ``module`` and everything inside it to the fast paths (``fast=True``) or the readable ones;
+    returns it.
 
-    Sets ``.fast`` on ``module`` and every submodule that has the attribute, and ``config["fast"]`` on every
-    one whose ``config`` dict has that key (a language model's), so that ``build_model(model.architecture,
-    **model.config)`` still rebuilds the same model. Values and gradients do not change, only the code that
-    computes them.
+    Flips the :class:`~minipt.fast.FastSwitch` of ``module`` and of every submodule (a model's layers share
+    one, so it is flipped once for them all). Values and gradients do not change, only the code that computes
+    them.
     """
     for submodule in module.modules():
-        if hasattr(submodule, "fast"):
-            submodule.fast = fast
-        config = getattr(submodule, "config", None)
-        if isinstance(config, dict) and "fast" in config:
-            config["fast"] = fast
+        switch = getattr(submodule, "fast", None)
+        if isinstance(switch, FastSwitch):
+            switch.on = bool(fast)
     return module
 
 
@@ -105,14 +106,14 @@ class LayerNorm(nn.Module):
     """
 
     def __init__(
-        self, normalized_shape: int | tuple[int, ...] | list[int], eps: float = 1e-5, fast: bool = False
+        self, normalized_shape: int | tuple[int, ...] | list[int], eps: float = 1e-5, fast: bool | FastSwitch = False
     ) -> None:
         super().__init__()
         if isinstance(normalized_shape, int):
             normalized_shape = (normalized_shape,)
         self.normalized_shape = tuple(normalized_shape)
         self.eps = eps
-        self.fast = fast
+        self.fast = as_switch(fast)
         self.weight = nn.Parameter(torch.ones(self.normalized_shape))
         self.bias = nn.Parameter(torch.zeros(self.normalized_shape))
 
@@ -151,7 +152,11 @@ class MultiheadAttention(nn.Module):
     The three input projections are stacked in one parameter ``in_proj_weight`` ``(3E, E)`` (rows: query, key,
     value) with ``in_proj_bias`` ``(3E,)``; ``out_proj`` is the Linear :math:`W^O, b^O`.
 
-    Masks follow **torch's module convention**, the opposite of ``scaled_dot_product_attention``'s:
+    This is the PyTorch-compatible adapter, for loading torch's weights and testing against it: the models use
+    the compact :class:`minipt.models.attention.SelfAttention`, which takes their one additive mask. Both call
+    the same two functions, :func:`minipt.functional.scaled_dot_product_attention` and
+    :func:`minipt.fast.attention`. Masks follow **torch's module convention**, the opposite of
+    ``scaled_dot_product_attention``'s:
 
     * ``key_padding_mask`` ``(B, S)``: boolean ``True`` = *ignore this key* (padding); a float mask is added.
     * ``attn_mask`` ``(L, S)`` or ``(B * heads, L, S)``: boolean ``True`` = *NOT allowed to attend*; a float
@@ -159,17 +164,13 @@ class MultiheadAttention(nn.Module):
     * ``is_causal=True`` is only a hint that ``attn_mask`` is the causal mask, as in torch: ``attn_mask`` must
       be given too (``torch.nn.Transformer.generate_square_subsequent_mask(T)`` builds one).
 
-    Both masks become additive masks (``-inf`` where blocked) and are summed, as torch does. A model that has
-    already built that sum passes it as the keyword-only ``additive_mask`` instead (minipt's internal path, see
-    this module's docstring): a float mask broadcastable to ``(B, heads, L, S)``, ``0`` where a query may
-    attend and ``-inf`` where not, used as it is; it cannot be combined with the other two masks.
-
-    Dropout acts on the attention weights, only in training mode. ``fast=True`` runs
-    :func:`minipt.fast.attention` whenever no weights are asked for (``need_weights=False``); the weights
-    come from the readable formula, which can return them. Shapes (``batch_first=True``): ``query`` ``(B, L, E)``,
-    ``key`` and ``value`` ``(B, S, E)``; output ``(B, L, E)``; weights ``(B, L, S)`` averaged over heads, or
-    ``(B, heads, L, S)`` with ``average_attn_weights=False``, or ``None`` with ``need_weights=False``.
-    With ``batch_first=False`` the inputs and output are ``(L, B, E)``; the weights keep the batch first.
+    Both masks become additive masks (``-inf`` where blocked) and are summed, as torch does. Dropout acts on
+    the attention weights, only in training mode. ``fast=True`` runs :func:`minipt.fast.attention`, whose
+    weights (returned when ``need_weights``) are for inspection only: no gradient flows back through them.
+    Shapes (``batch_first=True``): ``query`` ``(B, L, E)``, ``key`` and ``value`` ``(B, S, E)``; output
+    ``(B, L, E)``; weights ``(B, L, S)`` averaged over heads, or ``(B, heads, L, S)`` with
+    ``average_attn_weights=False``, or ``None`` with ``need_weights=False``. With ``batch_first=False`` the
+    inputs and output are ``(L, B, E)``; the weights keep the batch first.
     """
 
     def __init__(
@@ -179,7 +180,7 @@ class MultiheadAttention(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         batch_first: bool = True,
-        fast: bool = False,
+        fast: bool | FastSwitch = False,
     ) -> None:
         super().__init__()
         if embed_dim % num_heads != 0:
@@ -191,43 +192,29 @@ class MultiheadAttention(nn.Module):
         self.head_dim = embed_dim // num_heads
         self.dropout = dropout
         self.batch_first = batch_first
-        self.fast = fast
+        self.fast = as_switch(fast)
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim)) if bias else None
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self._reset_parameters()
-
-    def _reset_parameters(self) -> None:
-        """As torch: Xavier-uniform input projections, zero biases; ``out_proj.weight`` keeps Linear's."""
-        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.xavier_uniform_(self.in_proj_weight)  # as torch: Xavier-uniform input projections, zero biases
         if self.in_proj_bias is not None:
             nn.init.zeros_(self.in_proj_bias)
             nn.init.zeros_(self.out_proj.bias)
 
     def _project(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``Q W^Q + b^Q``, ``K W^K + b^K``, ``V W^V + b^V``; one matmul when query is key is value."""
-        if query is key and key is value:  # self-attention
-            return nn.functional.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-        weights = self.in_proj_weight.chunk(3)
-        biases = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
-        return tuple(
-            nn.functional.linear(x, w, b)
-            for x, w, b in zip((query, key, value), weights, biases, strict=True)
-        )
-
-    def _split_heads(self, x: Tensor) -> Tensor:
-        """``(B, T, E)`` -> ``(B, heads, T, E / heads)``."""
-        B, T, _ = x.shape
-        return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+        """``Q W^Q + b^Q``, ``K W^K + b^K``, ``V W^V + b^V``, each split into heads ``(B, heads, T, E / heads)``."""
+        if query is key and key is value:  # self-attention: one matmul
+            projected = nn.functional.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        else:
+            biases = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
+            projected = (
+                nn.functional.linear(x, w, b)
+                for x, w, b in zip((query, key, value), self.in_proj_weight.chunk(3), biases, strict=True)
+            )
+        return tuple(x.view(*x.shape[:2], self.num_heads, self.head_dim).transpose(1, 2) for x in projected)
 
     def _merged_mask(
-        self,
-        attn_mask: Tensor | None,
-        key_padding_mask: Tensor | None,
-        B: int,
-        L: int,
-        S: int,
-        dtype: torch.dtype,
+        self, attn_mask: Tensor | None, key_padding_mask: Tensor | None, B: int, L: int, S: int, dtype: torch.dtype
     ) -> Tensor | None:
         """One additive mask broadcastable to ``(B, heads, L, S)``, or None when nothing is masked."""
         merged = None
@@ -252,15 +239,9 @@ class MultiheadAttention(nn.Module):
         return merged
 
     def _check_inputs(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        masks: tuple[Tensor | None, Tensor | None, Tensor | None],
-        is_causal: bool,
+        self, query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None, is_causal: bool
     ) -> None:
-        """Shapes of ``query``, ``key`` and ``value``; ``masks`` = (attn_mask, key_padding_mask, additive_mask)."""
-        attn_mask, key_padding_mask, additive_mask = masks
+        """Shapes of ``query``, ``key`` and ``value``; ``is_causal`` needs ``attn_mask``."""
         if query.dim() != 3 or key.dim() != 3 or value.dim() != 3:
             raise LayerInputError(
                 "MultiheadAttention: query, key and value must be 3-D (batch, time, embed_dim), got shapes "
@@ -268,15 +249,9 @@ class MultiheadAttention(nn.Module):
             )
         if query.shape[-1] != self.embed_dim:
             raise LayerInputError(
-                f"MultiheadAttention: query's last dim is {query.shape[-1]}, "
-                f"expected embed_dim={self.embed_dim}"
+                f"MultiheadAttention: query's last dim is {query.shape[-1]}, expected embed_dim={self.embed_dim}"
             )
-        if additive_mask is not None and (attn_mask is not None or key_padding_mask is not None):
-            raise LayerInputError(
-                "MultiheadAttention: additive_mask is the already merged mask; pass it alone, "
-                "without attn_mask or key_padding_mask"
-            )
-        if is_causal and attn_mask is None and additive_mask is None:
+        if is_causal and attn_mask is None:
             raise LayerInputError(
                 "MultiheadAttention: is_causal=True is a hint about attn_mask and needs attn_mask too "
                 "(as in torch); pass the causal mask as attn_mask"
@@ -292,31 +267,23 @@ class MultiheadAttention(nn.Module):
         attn_mask: Tensor | None = None,
         average_attn_weights: bool = True,
         is_causal: bool = False,
-        *,
-        additive_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        self._check_inputs(query, key, value, (attn_mask, key_padding_mask, additive_mask), is_causal)
+        self._check_inputs(query, key, value, attn_mask, is_causal)
         if not self.batch_first:  # (T, B, E) -> (B, T, E), preserving `query is key` for self-attention
             same_kv, same_qk = key is value, query is key
             query = query.transpose(0, 1)
             key = query if same_qk else key.transpose(0, 1)
             value = key if same_kv else value.transpose(0, 1)
         B, L, E = query.shape
-        S = key.shape[1]
-
-        q, k, v = self._project(query, key, value)  # (B, L, E), (B, S, E), (B, S, E)
-        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)  # (B, heads, T, E/heads)
-        mask = additive_mask  # (B or 1, heads or 1, L, S) additive, or None
-        if mask is None:
-            mask = self._merged_mask(attn_mask, key_padding_mask, B, L, S, q.dtype)
+        q, k, v = self._project(query, key, value)  # (B, heads, L or S, E/heads)
+        mask = self._merged_mask(attn_mask, key_padding_mask, B, L, key.shape[1], q.dtype)  # or None
         dropout_p = self.dropout if self.training else 0.0
-        if self.fast and not need_weights:  # the hand-derived kernel (minipt/fast.py); it returns no weights
-            heads_output, weights = fast.attention(q, k, v, mask, dropout_p), None  # (B, heads, L, E/heads)
+        if self.fast:  # the hand-derived kernel (minipt/fast.py)
+            heads = fast.attention(q, k, v, mask, dropout_p, return_weights=need_weights)
         else:  # the formula as written in minipt/functional.py
-            heads_output, weights = MF.scaled_dot_product_attention(q, k, v, mask, dropout_p, return_weights=True)
-            weights = weights if need_weights else None  # (B, heads, L, S)
-        concatenated = heads_output.transpose(1, 2).reshape(B, L, E)  # (B, L, E)
-        output = self.out_proj(concatenated)  # (B, L, E)
+            heads = MF.scaled_dot_product_attention(q, k, v, mask, dropout_p, return_weights=need_weights)
+        heads, weights = heads if need_weights else (heads, None)  # (B, heads, L, E/heads), (B, heads, L, S)
+        output = self.out_proj(heads.transpose(1, 2).reshape(B, L, E))  # (B, L, E)
         if not self.batch_first:
             output = output.transpose(0, 1)  # (L, B, E)
         if weights is not None and average_attn_weights:
@@ -350,12 +317,13 @@ class TransformerEncoderLayer(nn.Module):
     the tanh approximation, GPT-2's; torch would take ``partial(F.gelu, approximate="tanh")``). Masks follow
     :class:`MultiheadAttention`: ``src_mask`` boolean ``True`` = NOT allowed, ``src_key_padding_mask`` boolean
     ``True`` = padding to ignore;
-    ``is_causal=True`` is a hint that needs ``src_mask`` too; a model passes its one already converted mask as
-    the keyword-only ``additive_mask`` instead (see :class:`MultiheadAttention`). ``need_weights=True``
-    (minipt's addition, for stepping through a model) also returns the attention weights of every head.
+    ``is_causal=True`` is a hint that needs ``src_mask`` too. ``need_weights=True`` (minipt's addition, for
+    stepping through a layer) also returns the attention weights of every head.
 
-    ``fast=True`` is passed down to the attention and both norms, and the feed-forward block's GELU runs
-    :func:`minipt.fast.gelu` (ReLU has no fast path: it is one elementwise max already).
+    ``fast=True``: the layer's one switch is shared with its attention and both norms, and the feed-forward
+    block's GELU runs :func:`minipt.fast.gelu` (ReLU has no fast path: it is one elementwise max already). The
+    models' own block (:class:`minipt.models.transformer.Block`) has the same parts and the same
+    ``state_dict`` keys.
 
     Shapes (``batch_first=True``): ``src`` ``(B, T, d_model)``; output the same; weights ``(B, nhead, T, T)``.
     """
@@ -370,13 +338,11 @@ class TransformerEncoderLayer(nn.Module):
         layer_norm_eps: float = 1e-5,
         batch_first: bool = True,
         norm_first: bool = False,
-        fast: bool = False,
+        fast: bool | FastSwitch = False,
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise LayerInputError(
-                f"TransformerEncoderLayer: activation must be one of {ACTIVATIONS}, got {activation!r}"
-            )
+        check_activation("TransformerEncoderLayer", activation)
+        fast = as_switch(fast)  # one switch for the attention, the norms and the GELU
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first, fast=fast)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
@@ -387,42 +353,18 @@ class TransformerEncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.activation = activation
-        self.fast = fast  # for the GELU; set_fast switches the attention and norms along with it
+        self.fast = fast  # the GELU's switch, the same one as the attention's and the norms'
 
     def _self_attention_block(
-        self,
-        x: Tensor,
-        src_mask: Tensor | None,
-        src_key_padding_mask: Tensor | None,
-        is_causal: bool,
+        self, x: Tensor, src_mask: Tensor | None, src_key_padding_mask: Tensor | None, is_causal: bool,
         need_weights: bool,
-        additive_mask: Tensor | None,
     ) -> tuple[Tensor, Tensor | None]:
         """``dropout1(MHA(x, x, x))`` and the per-head weights ``(B, nhead, T, T)`` (None unless asked)."""
         attended, weights = self.self_attn(
-            x,
-            x,
-            x,
-            attn_mask=src_mask,
-            key_padding_mask=src_key_padding_mask,
-            need_weights=need_weights,
-            average_attn_weights=False,
-            is_causal=is_causal,
-            additive_mask=additive_mask,
+            x, x, x, key_padding_mask=src_key_padding_mask, need_weights=need_weights, attn_mask=src_mask,
+            average_attn_weights=False, is_causal=is_causal,
         )
         return self.dropout1(attended), weights
-
-    def _feed_forward_block(self, x: Tensor) -> Tensor:
-        """``dropout2(W_2 dropout(act(W_1 x + b_1)) + b_2)``."""
-        hidden = self.linear1(x)  # (B, T, dim_feedforward)
-        approximate = "tanh" if self.activation == "gelu_tanh" else "none"
-        if self.activation == "relu":
-            hidden = MF.relu(hidden)
-        elif self.fast:  # GELU with its derivative written out (minipt/fast.py)
-            hidden = fast.gelu(hidden, approximate)
-        else:  # the GELU formula
-            hidden = MF.gelu(hidden, approximate)
-        return self.dropout2(self.linear2(self.dropout(hidden)))  # (B, T, d_model)
 
     def forward(
         self,
@@ -431,22 +373,41 @@ class TransformerEncoderLayer(nn.Module):
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
-        *,
-        additive_mask: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        attention_arguments = (src_mask, src_key_padding_mask, is_causal, need_weights, additive_mask)
+        attention_arguments = (src_mask, src_key_padding_mask, is_causal, need_weights)
         x = src  # (B, T, d_model)
         if self.norm_first:
             attended, weights = self._self_attention_block(self.norm1(x), *attention_arguments)
             x = x + attended
-            x = x + self._feed_forward_block(self.norm2(x))
+            x = x + feed_forward(self, self.norm2(x))
         else:
             attended, weights = self._self_attention_block(x, *attention_arguments)
             x = self.norm1(x + attended)
-            x = self.norm2(x + self._feed_forward_block(x))
+            x = self.norm2(x + feed_forward(self, x))
         if need_weights:
             return x, weights
         return x
+
+
+def check_activation(layer_name: str, activation: str) -> None:
+    """``activation`` must be one of :data:`ACTIVATIONS` (shared with the models' block)."""
+    if activation not in ACTIVATIONS:
+        raise LayerInputError(f"{layer_name}: activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def feed_forward(layer: nn.Module, x: Tensor) -> Tensor:
+    """An encoder layer's position-wise feed-forward block, ``dropout2(W_2 dropout(act(W_1 x + b_1)) + b_2)``,
+    from the layer's ``linear1``, ``dropout``, ``linear2``, ``dropout2``, ``activation`` and ``fast`` (shared with
+    the models' block). Shapes: ``(B, T, d_model)`` -> ``(B, T, d_model)``."""
+    hidden = layer.linear1(x)  # (B, T, dim_feedforward)
+    approximate = "tanh" if layer.activation == "gelu_tanh" else "none"
+    if layer.activation == "relu":
+        hidden = MF.relu(hidden)
+    elif layer.fast:  # GELU with its derivative written out (minipt/fast.py)
+        hidden = fast.gelu(hidden, approximate)
+    else:  # the GELU formula
+        hidden = MF.gelu(hidden, approximate)
+    return layer.dropout2(layer.linear2(layer.dropout(hidden)))  # (B, T, d_model)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -599,7 +560,7 @@ class GRU(nn.Module):
         bias: bool = True,
         batch_first: bool = True,
         dropout: float = 0.0,
-        fast: bool = False,
+        fast: bool | FastSwitch = False,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -612,7 +573,7 @@ class GRU(nn.Module):
         self.bias = bias
         self.batch_first = batch_first
         self.dropout = dropout
-        self.fast = fast
+        self.fast = as_switch(fast)
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else hidden_size
             self.register_parameter(
@@ -641,7 +602,7 @@ class GRU(nn.Module):
             raise LayerInputError(
                 f"GRU: lengths must be 1-D with one entry per sequence ({B}), got {tuple(lengths.shape)}"
             )
-        if int(lengths.min()) < 1 or int(lengths.max()) > T:
+        if not torch.compiler.is_compiling() and (int(lengths.min()) < 1 or int(lengths.max()) > T):  # eager only
             raise LayerInputError(
                 f"GRU: lengths must lie in [1, {T}] (the padded length), got {lengths.tolist()}"
             )

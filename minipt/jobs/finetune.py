@@ -221,22 +221,23 @@ def epoch_batch_sampler(
 # ----------------------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def predict(
-    model: SequenceClassifier, batches: list[dict], logits_of: Callable[[nn.Module, dict], Tensor] | None = None
-) -> tuple[Tensor, Tensor]:
-    """The class logits ``(N, C)`` and the true classes ``(N,)`` of every example in ``batches``.
-
-    ``logits_of(model, batch)`` gives a batch's logits; by default the whole model on ``input_ids`` and
-    ``attention_mask`` (cached batches pass :func:`minipt.training.frozen_cache.classify_cached` instead).
-    """
+def classify_batch(model: SequenceClassifier, batch: dict, from_layer: int | None = None) -> tuple[Tensor, Tensor]:
+    """The class logits ``(B, C)`` of a batch and its mean cross-entropy: a batch of token ids (``input_ids``),
+    or with ``from_layer=k`` the frozen layers' cached output (``hidden``, :mod:`minipt.training.frozen_cache`),
+    which enters the model at layer ``k``."""
     device = next(model.parameters()).device
+    inputs = batch["input_ids"] if from_layer is None else batch["hidden"]
+    labels = batch["labels"].to(device)  # (B,)
+    return model(inputs.to(device), batch["attention_mask"].to(device), labels, from_layer=from_layer)
+
+
+@torch.no_grad()
+def predict(model: SequenceClassifier, batches: list[dict], from_layer: int | None = None) -> tuple[Tensor, Tensor]:
+    """The class logits ``(N, C)`` and the true classes ``(N,)`` of every example in ``batches`` (token ids, or
+    with ``from_layer`` cached hidden states: see :func:`classify_batch`)."""
     logits, targets = [], []
     for batch in batches:
-        if logits_of is None:
-            batch_logits, _ = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (B, C)
-        else:
-            batch_logits = logits_of(model, batch)  # (B, C)
+        batch_logits, _ = classify_batch(model, batch, from_layer)  # (B, C)
         logits.append(batch_logits.float().cpu())
         targets.append(batch["labels"])
     return torch.cat(logits), torch.cat(targets)
@@ -373,30 +374,23 @@ def classification_objective(
         items = frozen_cache.cache_lower_layers(model, data.train_set, frozen_k, pad_id)
         collate = frozen_cache.collate_hidden
         validation = frozen_cache.cache_batches(model, data.validation_batches, frozen_k)
-        logits_of = partial(frozen_cache.classify_logits, k=frozen_k)
-        task_loss = partial(frozen_cache.cached_loss, k=frozen_k)
+        from_layer = frozen_k  # the batches hold the frozen layers' output, which enters the model at layer k
     else:
         items, collate = data.train_set, partial(collate_classification, pad_id=pad_id)
-        validation, logits_of, task_loss = data.validation_batches, None, token_batch_loss
+        validation, from_layer = data.validation_batches, None
 
     def loss_fn(model: SequenceClassifier, batch: dict) -> Tensor:
-        loss = task_loss(model, batch)
+        _, loss = classify_batch(model, batch, from_layer)
         if config.l2sp > 0:
             loss = loss + strategies.l2sp_penalty(model, reference, config.l2sp)
         return loss
 
     def evaluate(model: SequenceClassifier) -> dict[str, float]:
-        metrics = classification_metrics(*predict(model, validation, logits_of))
+        metrics = classification_metrics(*predict(model, validation, from_layer))
         return {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"]}
 
     next_batch = epoch_batch_sampler(items, config.batch_size, collate, config.seed, config.balanced)
     return next_batch, loss_fn, evaluate
-
-
-def token_batch_loss(model: SequenceClassifier, batch: dict) -> Tensor:
-    """The mean cross-entropy of a batch of token ids (``collate_classification``'s dict)."""
-    _, loss = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
-    return loss
 
 
 def train_config(config: FinetuneConfig, steps: int, steps_per_epoch: int, progress: bool) -> TrainConfig:

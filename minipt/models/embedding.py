@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from minipt.fast import FastSwitch
 from minipt.nn import LayerNorm
 
 __all__ = ["TokenEmbedding", "TokenAndPositionEmbedding"]
@@ -70,7 +71,7 @@ class TokenAndPositionEmbedding(nn.Module):
         type_vocab_size: int = 0,
         norm: bool = False,
         layer_norm_eps: float = 1e-5,
-        fast: bool = False,
+        fast: bool | FastSwitch = False,
     ) -> None:
         super().__init__()
         self.token = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)

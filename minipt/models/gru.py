@@ -20,17 +20,17 @@ passes each sequence's length to the GRU, which then leaves the state unchanged 
 never see padding anyway (it comes after them), and ``h_n`` is each sequence's state at its last real token.
 
 ``fast=True`` runs every GRU layer's loop over time in :func:`minipt.fast.gru_sequence` (backward pass through
-time derived by hand); the default runs the readable loop over :func:`minipt.nn.gru_cell_step`. Both give the
-same values and gradients (``tests/test_models.py``).
+time derived by hand) and the loss's fast path; the default runs the readable loop over
+:func:`minipt.nn.gru_cell_step` and the cross-entropy formula. Both give the same values and gradients
+(``tests/test_models.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
+from minipt.fast import FastSwitch
 from minipt.models.embedding import TokenEmbedding
 from minipt.models.init import GRU_EMBEDDING_STD, gru_layer_init_, normal_init_
 from minipt.models.language_model import (
@@ -39,11 +39,8 @@ from minipt.models.language_model import (
     check_pad_id,
     check_positive,
     check_probability,
-    check_sampling_arguments,
     language_model_loss,
-    sample_next_token,
 )
-from minipt.models.modes import evaluation_mode
 from minipt.nn import GRU
 
 __all__ = ["GRULM", "ProjectedLMHead"]
@@ -77,12 +74,13 @@ class GRULM(LanguageModel):
       tying with ``hidden_size != d_embed``; with ``tie_weights=True`` its decoder weight *is*
       ``embedding.token.weight`` (so freezing ``embedding`` freezes that weight of the head too).
 
-    There is no final ``norm``. Initialisation: :mod:`minipt.models.init` (normal(0, 0.1) for the embedding,
-    normal(0, 0.02) for the head's projection, torch's uniform for the GRU layers).
+    There is no final norm (``norm`` is ``nn.Identity``). Initialisation: :mod:`minipt.models.init` (normal(0,
+    0.1) for the embedding, normal(0, 0.02) for the head's projection, torch's uniform for the GRU layers).
 
-    Split for a frozen-feature cache: :meth:`lower_layers` (embedding and ``layers[:k]``) and
-    :meth:`upper_layers` (``layers[k:]``); ``features`` is their composition. ``fast`` (last argument): every
-    layer runs its fast path; stored in ``config``.
+    ``forward`` is one straight line, embed -> layers -> dropout -> head. The split for the frozen cache
+    (:meth:`lower_layers`, :meth:`upper_layers`) and :meth:`generate` are the base class's. ``fast`` (last
+    argument): the model's one :class:`~minipt.fast.FastSwitch` (``self.fast``), shared by every layer and the
+    loss.
     """
 
     architecture = "gru"
@@ -110,11 +108,10 @@ class GRULM(LanguageModel):
             "dropout": dropout,
             "tie_weights": tie_weights,
             "pad_id": pad_id,
-            "fast": fast,
         }
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size  # the size of `features`, which a classification head reads
-        self.fast = fast  # the loss's fast path too (minipt.nn.set_fast switches it with the layers)
+        self.fast = fast = FastSwitch(fast)  # the one switch of the layers and the loss
 
         self.embedding = TokenEmbedding(vocab_size, d_embed, pad_id, dropout)
         self.layers = nn.ModuleList(
@@ -122,6 +119,7 @@ class GRULM(LanguageModel):
             for layer in range(n_layers)
         )
         self.dropout = nn.Dropout(dropout)  # between layers and before the head
+        self.norm = nn.Identity()  # no final norm: the features are the top layer's states
         if tie_weights and hidden_size != d_embed:
             self.lm_head = ProjectedLMHead(hidden_size, d_embed, vocab_size)
         else:
@@ -156,12 +154,21 @@ class GRULM(LanguageModel):
     # Forward
     # ------------------------------------------------------------------------------------------------
 
+    def embed(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """The checked input's embedding ``(B, T, d_embed)``; ``idx`` and ``attention_mask`` ``(B, T)``."""
+        self._check_idx(idx)
+        self._check_attention_mask(attention_mask, idx)
+        return self.embedding(idx)
+
     def _lengths(self, attention_mask: Tensor | None, idx: Tensor) -> Tensor | None:
-        """Each sequence's number of real tokens ``(B,)``, checking that the padding is on the right."""
+        """Each sequence's number of real tokens ``(B,)``, checking (outside ``torch.compile``: the check reads the
+        tensor) that the padding is on the right."""
         if attention_mask is None:
             return None
         self._check_attention_mask(attention_mask, idx)
         lengths = attention_mask.long().sum(dim=1)  # (B,)
+        if torch.compiler.is_compiling():
+            return lengths
         positions = torch.arange(idx.shape[1], device=idx.device)  # (T,)
         right_padded = positions.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T): 1s, then 0s
         if not torch.equal(attention_mask.bool(), right_padded):
@@ -174,12 +181,12 @@ class GRULM(LanguageModel):
         return lengths
 
     def _run_layers(
-        self, x: Tensor, attention_mask: Tensor | None, first: int, last: int
-    ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
-        """Run ``layers[first:last]`` on ``x`` ``(B, T, d)``: the last output ``(B, T, H)``, and each layer's
-        output, reset gates and update gates (each ``(B, T, H)``)."""
+        self, x: Tensor, attention_mask: Tensor | None, first: int, last: int, keep: bool = False
+    ) -> tuple[Tensor, dict[str, list[Tensor]]]:
+        """Run ``layers[first:last]`` on ``x`` ``(B, T, d)``: the last output ``(B, T, H)`` and, with ``keep``,
+        each layer's output (``hidden_states``), reset gates and update gates (each ``(B, T, H)``)."""
         lengths = self._lengths(attention_mask, x) if first < last else None  # (B,) or None
-        outputs, reset_gates, update_gates = [], [], []
+        kept = {"hidden_states": [], "reset_gates": [], "update_gates": []}
         for index in range(first, last):
             layer = self.layers[index]
             # Dropout on a layer's input belongs to that layer: the embedding has its own, and a frozen layer
@@ -189,37 +196,11 @@ class GRULM(LanguageModel):
             # (minipt.training.frozen_cache) draw the same mask.
             layer_input = self.dropout(x.contiguous()) if index > 0 and layer.training else x
             x, _, gates = layer(layer_input, lengths=lengths, return_gates=True)  # x: (B, T, H)
-            outputs.append(x)
-            reset_gates.extend(gates.reset)  # one (B, T, H) per layer
-            update_gates.extend(gates.update)
-        return x, outputs, reset_gates, update_gates
-
-    def _check_split(self, k: int) -> None:
-        if not isinstance(k, int) or not 0 <= k <= len(self.layers):
-            raise ModelInputError(f"GRULM: k must be an integer in [0, {len(self.layers)}], got {k!r}")
-
-    def lower_layers(self, idx: Tensor, attention_mask: Tensor | None, k: int) -> Tensor:
-        """The embedding and ``layers[:k]``: the states after layer ``k - 1``, ``(B, T, hidden_size)`` (the
-        embedding's output ``(B, T, d_embed)`` when ``k == 0``). ``upper_layers(lower_layers(idx, m, k), m, k)``
-        is ``features(idx, m)``, bit for bit, for every ``k`` in ``[0, n_layers]``."""
-        self._check_idx(idx)
-        self._check_attention_mask(attention_mask, idx)
-        self._check_split(k)
-        x = self.embedding(idx)  # (B, T, d_embed)
-        x, _, _, _ = self._run_layers(x, attention_mask, 0, k)
-        return x
-
-    def upper_layers(self, hidden: Tensor, attention_mask: Tensor | None, k: int) -> Tensor:
-        """``layers[k:]`` on the output of :meth:`lower_layers` (layer ``k``'s input dropout included): what
-        :meth:`features` returns, ``(B, T, hidden_size)``. ``attention_mask`` ``(B, T)`` or None."""
-        self._check_split(k)
-        self._check_attention_mask(attention_mask, hidden)
-        x, _, _, _ = self._run_layers(hidden, attention_mask, k, len(self.layers))
-        return x
-
-    def features(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """The top GRU layer's states ``(B, T, hidden_size)`` (zero at padded steps): what a task head reads."""
-        return self.upper_layers(self.lower_layers(idx, attention_mask, 0), attention_mask, 0)
+            if keep:
+                kept["hidden_states"].append(x)
+                kept["reset_gates"].extend(gates.reset)  # one (B, T, H) per layer
+                kept["update_gates"].extend(gates.update)
+        return x, kept
 
     def forward(
         self,
@@ -234,50 +215,23 @@ class GRULM(LanguageModel):
         ``return_intermediates=True`` adds a dict with ``hidden_states`` (the embedding output ``(B, T, d_embed)``,
         then each layer's output ``(B, T, H)``), ``reset_gates`` and ``update_gates`` (each layer's ``(B, T, H)``).
         """
-        embedded = self.lower_layers(idx, attention_mask, 0)  # (B, T, d_embed)
-        features, outputs, reset_gates, update_gates = self._run_layers(
-            embedded, attention_mask, 0, len(self.layers)
-        )  # (B, T, H), then per layer
-        logits = self.lm_head(self.dropout(features))  # (B, T, vocab_size)
+        x = self.embed(idx, attention_mask)  # (B, T, d_embed)
+        h, kept = self._run_layers(x, attention_mask, 0, len(self.layers), keep=return_intermediates)  # (B, T, H)
+        logits = self.lm_head(self.dropout(h))  # (B, T, vocab_size)
         loss = None if targets is None else language_model_loss(logits, targets, fast=self.fast)
         if return_intermediates:
-            hidden_states = [embedded, *outputs]
-            intermediates = {"hidden_states": hidden_states, "reset_gates": reset_gates, "update_gates": update_gates}
-            return logits, loss, intermediates
+            kept["hidden_states"].insert(0, x)  # the embedding output first
+            return logits, loss, kept
         return logits, loss
 
-    # ------------------------------------------------------------------------------------------------
-    # Generation
-    # ------------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-        suppress_tokens: Sequence[int] = (),
-    ) -> Tensor:
-        """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``; the ids in
-        ``suppress_tokens`` are never sampled.
-
-        The recurrence makes this cheap: the prompt is read once, then each new token is one step of every
-        layer from the carried states :math:`h^{(l)}` (no context limit, no re-reading). Sampling follows
-        :func:`~minipt.models.language_model.next_token_probabilities`. Dropout is off while generating; each
-        module's train/eval mode is restored after.
-        """
-        self._check_idx(idx)
-        check_sampling_arguments(temperature, top_k, self.vocab_size)
-        with evaluation_mode(self):
-            states: list[Tensor | None] = [None] * len(self.layers)  # each (1, B, H) once set
-            new_tokens = idx  # the whole prompt first, then one token per step
-            for _ in range(max_new_tokens):
-                x = self.embedding(new_tokens)  # (B, T', d_embed)
-                for index, layer in enumerate(self.layers):
-                    x, states[index] = layer(x, states[index])  # (B, T', H), (1, B, H)
-                logits = self.lm_head(x[:, -1, :])  # (B, V)
-                new_tokens = sample_next_token(logits, temperature, top_k, generator, suppress_tokens)  # (B, 1)
-                idx = torch.cat([idx, new_tokens], dim=1)
-        return idx
+    def _next_token_logits(
+        self, idx: Tensor, new_tokens: Tensor, states: list[Tensor | None] | None
+    ) -> tuple[Tensor, list[Tensor | None]]:
+        """For :meth:`generate`: the recurrence makes a step cheap. The prompt is read once, then each new token
+        is one step of every layer from the carried states :math:`h^{(l)}` (each ``(1, B, H)``; no context limit,
+        no re-reading). Returns the last position's logits ``(B, V)`` and the new states."""
+        states = [None] * len(self.layers) if states is None else states
+        x = self.embedding(new_tokens)  # (B, T', d_embed)
+        for index, layer in enumerate(self.layers):
+            x, states[index] = layer(x, states[index])  # (B, T', H), (1, B, H)
+        return self.lm_head(x[:, -1, :]), states

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from minipt import functional as MF
+from minipt.fast import FastSwitch
 from minipt.models.init import normal_init_
 from minipt.models.language_model import LanguageModel, ModelInputError, check_positive, check_probability
 
@@ -91,7 +92,8 @@ class SequenceClassifier(nn.Module):
 
     ``config`` holds ``num_classes``, ``pooling`` and ``dropout``; ``backbone_architecture`` and
     ``backbone_config`` are enough to rebuild the backbone with :func:`minipt.models.build_model`.
-    The head is initialised like the rest of minipt: weights N(0, 0.02²), bias 0.
+    The head is initialised like the rest of minipt: weights N(0, 0.02²), bias 0. ``fast`` is the backbone's
+    switch (:class:`~minipt.fast.FastSwitch`), for the loss too.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, pooling: str = "mean", dropout: float = 0.1) -> None:
@@ -120,6 +122,11 @@ class SequenceClassifier(nn.Module):
         """The backbone's layers, lowest first."""
         return self.backbone.layers
 
+    @property
+    def fast(self) -> FastSwitch:
+        """The backbone's fast switch, which the loss follows too."""
+        return self.backbone.fast
+
     def init_layer(self, layer: nn.Module, generator: torch.Generator | None = None) -> None:
         """Re-initialise one of the backbone's layers with the backbone's own scheme."""
         self.backbone.init_layer(layer, generator=generator)
@@ -129,19 +136,23 @@ class SequenceClassifier(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        from_layer: int | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Class logits ``(B, num_classes)`` and the mean cross-entropy against ``labels`` ``(B,)`` (None
-        without labels). ``input_ids`` and ``attention_mask`` are ``(B, T)`` (1 = real token, 0 = padding)."""
-        features = self.backbone.features(input_ids, attention_mask)  # (B, T, H)
-        return self.classify(features, attention_mask, labels)
+        without labels). ``input_ids`` and ``attention_mask`` are ``(B, T)`` (1 = real token, 0 = padding).
 
-    def classify(
-        self, features: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None
-    ) -> tuple[Tensor, Tensor | None]:
-        """The head on the backbone's ``features`` ``(B, T, H)``: pool, dropout, linear -> logits
-        ``(B, num_classes)``, and the loss when ``labels`` are given (:mod:`minipt.training.frozen_cache` calls it on
-        features computed from cached lower layers)."""
+        ``from_layer=k``: ``input_ids`` are instead the hidden states ``(B, T, C)`` after the embedding and the
+        lowest ``k`` layers (:mod:`minipt.training.frozen_cache` computes them once), which enter the backbone
+        at layer ``k`` (:meth:`~minipt.models.language_model.LanguageModel.upper_layers`).
+        """
+        if from_layer is None:
+            features = self.backbone.features(input_ids, attention_mask)  # (B, T, H)
+        else:
+            features = self.backbone.upper_layers(input_ids, attention_mask, from_layer)  # (B, T, H)
         pooled = pool(features, attention_mask, self.pooling)  # (B, H)
         logits = self.head(self.dropout(pooled))  # (B, num_classes)
         if labels is None:
@@ -168,6 +179,11 @@ class MaskedLMWithNextSentenceHead(nn.Module):
         super().__init__()
         self.lm = lm
         self.nsp_head = nn.Linear(lm.hidden_size, 2)
+
+    @property
+    def fast(self) -> FastSwitch:
+        """The language model's fast switch, which the MLM and NSP losses follow too."""
+        return self.lm.fast
 
     def forward(self, idx: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Token logits ``(B, T, V)`` and next-sentence logits ``(B, 2)``, from one pass over ``idx`` ``(B, T)``."""

@@ -35,7 +35,8 @@ import math
 import torch
 from torch import nn
 
-from minipt.nn import GRU, LayerNorm, MultiheadAttention, TransformerEncoderLayer
+from minipt.models.attention import SelfAttention
+from minipt.nn import GRU, LayerNorm
 
 __all__ = ["INIT_STD", "GRU_EMBEDDING_STD", "normal_init_", "transformer_layer_init_", "gru_layer_init_"]
 
@@ -59,7 +60,7 @@ def normal_init_(module: nn.Module, std: float = INIT_STD, generator: torch.Gene
             if submodule.padding_idx is not None:
                 with torch.no_grad():
                     submodule.weight[submodule.padding_idx].zero_()
-        elif isinstance(submodule, MultiheadAttention):  # its out_proj is an nn.Linear, handled above
+        elif isinstance(submodule, SelfAttention):  # its out_proj is an nn.Linear, handled above
             nn.init.normal_(submodule.in_proj_weight, mean=0.0, std=std, generator=generator)
             if submodule.in_proj_bias is not None:
                 nn.init.zeros_(submodule.in_proj_bias)
@@ -68,11 +69,10 @@ def normal_init_(module: nn.Module, std: float = INIT_STD, generator: torch.Gene
             nn.init.zeros_(submodule.bias)
 
 
-def transformer_layer_init_(
-    layer: TransformerEncoderLayer, n_layers: int, generator: torch.Generator | None = None
-) -> None:
-    r"""GPT-2's init of one encoder layer: :func:`normal_init_`, then the two residual output projections
-    drawn again with standard deviation :math:`0.02 / \sqrt{2\,n_{\text{layers}}}`."""
+def transformer_layer_init_(layer: nn.Module, n_layers: int, generator: torch.Generator | None = None) -> None:
+    r"""GPT-2's init of one Transformer block (:class:`minipt.models.transformer.Block`): :func:`normal_init_`,
+    then the two residual output projections drawn again with standard deviation
+    :math:`0.02 / \sqrt{2\,n_{\text{layers}}}`."""
     normal_init_(layer, generator=generator)
     residual_std = INIT_STD / math.sqrt(2 * n_layers)
     for projection in (layer.self_attn.out_proj, layer.linear2):

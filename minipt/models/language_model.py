@@ -1,11 +1,13 @@
-r"""What the two language models share: the loss, sampling the next token, and counting parameters.
+r"""What the two language models share: the loss, sampling the next token, the split, and generating.
 
 :class:`~minipt.models.transformer.TransformerLM` and :class:`~minipt.models.gru.GRULM` differ only in how
 they turn token ids into hidden states. Everything around that lives here, written once:
 
-* :func:`language_model_loss` — the mean next-token (or masked-token) cross-entropy;
+* :func:`cross_entropy` and :func:`language_model_loss` — the mean cross-entropy on the path a model's fast
+  switch picks, and the next-token (or masked-token) loss;
 * :func:`next_token_probabilities` and :func:`sample_next_token` — temperature and top-k sampling;
-* :class:`LanguageModel` — the base class with ``num_parameters`` and the shared argument checks.
+* :class:`LanguageModel` — the base class: ``features``, the lower/upper split at layer ``k`` (for the frozen
+  cache), ``generate``, ``num_parameters`` and the shared argument checks.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from torch import Tensor, nn
 from minipt import fast as fast_paths
 from minipt import functional as MF
 from minipt.errors import MiniptError
+from minipt.models.modes import evaluation_mode
 
 __all__ = [
     "ModelInputError",
     "LanguageModel",
+    "cross_entropy",
     "language_model_loss",
     "check_sampling_arguments",
     "next_token_probabilities",
@@ -30,6 +34,16 @@ __all__ = [
 
 
 ModelInputError = MiniptError  # an argument or a tensor a model cannot use: minipt's one error class
+
+
+def cross_entropy(logits: Tensor, targets: Tensor, fast: bool = False, ignore_index: int = -100) -> Tensor:
+    """The mean cross-entropy of ``logits`` ``(N, C)`` against ``targets`` ``(N,)``, on the path ``fast`` picks
+    (a model passes its :class:`~minipt.fast.FastSwitch`): :func:`minipt.fast.cross_entropy` when on (the same
+    bits forward; its backward pass is softmax minus one-hot in one go), the formula of
+    :func:`minipt.functional.cross_entropy` otherwise. Every loss of the models and jobs goes through here."""
+    if fast:  # the gradient written out (minipt/fast.py)
+        return fast_paths.cross_entropy(logits, targets, ignore_index=ignore_index)
+    return MF.cross_entropy(logits, targets, ignore_index=ignore_index)  # the formula
 
 
 def language_model_loss(logits: Tensor, targets: Tensor, ignore_index: int = -100, fast: bool = False) -> Tensor:
@@ -44,16 +58,13 @@ def language_model_loss(logits: Tensor, targets: Tensor, ignore_index: int = -10
     carry a target and the others are ``-100``, as is padding. A model that predicts the uniform distribution
     scores :math:`\ln V` (``V`` the vocabulary size), the loss of a fresh model.
 
-    ``fast=True`` computes the same loss with :func:`minipt.fast.cross_entropy` (the same bits; its backward
-    pass is softmax minus one-hot in one go).
-
-    Shapes: ``logits`` ``(B, T, V)``, ``targets`` ``(B, T)``; output a scalar.
+    ``fast`` picks the path of :func:`cross_entropy`. Shapes: ``logits`` ``(B, T, V)``, ``targets`` ``(B, T)``;
+    output a scalar.
     """
     B, T, V = logits.shape
     if targets.shape != (B, T):
         raise ModelInputError(f"targets must have the shape of idx ({B}, {T}), got {tuple(targets.shape)}")
-    cross_entropy = fast_paths.cross_entropy if fast else MF.cross_entropy
-    return cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), ignore_index=ignore_index)
+    return cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), fast, ignore_index)
 
 
 def check_sampling_arguments(temperature: float, top_k: int | None, vocab_size: int) -> None:
@@ -106,16 +117,34 @@ def sample_next_token(
 
 
 class LanguageModel(nn.Module):
-    """Base class of :class:`TransformerLM` and :class:`GRULM`: parameter counting and input checks.
+    r"""Base class of :class:`TransformerLM` and :class:`GRULM`: what both do the same way.
 
     A subclass sets the class attribute ``architecture`` (the name :func:`minipt.models.build_model` knows it by)
     and, in its constructor, ``self.config`` (its constructor arguments, so ``type(model)(**model.config)``
-    rebuilds it) and ``self.vocab_size``.
+    rebuilds it), ``self.vocab_size``, ``self.fast`` (the model's one :class:`~minipt.fast.FastSwitch`, shared
+    by its layers and its loss) and the parts ``embedding``, ``layers`` (lowest first), ``norm`` (the final
+    norm, or ``nn.Identity``) and ``lm_head``. It writes three methods:
+
+    * ``embed(idx, attention_mask, ...)``: the checked input through ``embedding``, ``(B, T, C)``;
+    * ``_run_layers(x, attention_mask, first, last, keep=False)``: ``layers[first:last]`` on ``x``, returning
+      the last output and, with ``keep``, a dict of what each layer produced (lists, one entry per layer);
+    * ``_next_token_logits(idx, new_tokens, state)``: the next token's logits ``(B, V)`` and the state to carry
+      (for :meth:`generate`).
+
+    The split at layer ``k`` for the frozen cache (:mod:`minipt.training.frozen_cache`):
+
+    .. math:: \operatorname{features}(x) = \operatorname{upper}_k\bigl(\operatorname{lower}_k(x)\bigr), \qquad
+              \operatorname{lower}_k = \text{layers}_{<k} \circ \text{embed}, \quad
+              \operatorname{upper}_k = \text{norm} \circ \text{layers}_{\ge k}
+
+    bit for bit, for every ``k`` in ``[0, n_layers]``.
     """
 
     architecture: str = ""
+    causal: bool = True  # False: a bidirectional encoder, which cannot generate
     config: dict
     vocab_size: int
+    fast: fast_paths.FastSwitch
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of scalars in the parameters; a tied tensor (embedding = LM head) counts once.
@@ -125,14 +154,90 @@ class LanguageModel(nn.Module):
         """
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
+    def features(self, idx: Tensor, attention_mask: Tensor | None = None, **embedding_inputs: Tensor) -> Tensor:
+        """The final hidden states ``(B, T, hidden_size)``, after the final norm if any: what a task head reads.
+        ``idx`` and ``attention_mask`` (1 = real token, 0 = padding) ``(B, T)``."""
+        x = self.embed(idx, attention_mask, **embedding_inputs)  # (B, T, C)
+        x, _ = self._run_layers(x, attention_mask, 0, len(self.layers))  # (B, T, H)
+        return self.norm(x)
+
+    # ------------------------------------------------------------------------------------------------
+    # The split at layer k (the frozen cache's)
+    # ------------------------------------------------------------------------------------------------
+
+    def lower_layers(self, idx: Tensor, attention_mask: Tensor | None, k: int, **embedding_inputs: Tensor) -> Tensor:
+        """The embedding and ``layers[:k]``: the hidden states after layer ``k - 1`` (after the embedding when
+        ``k == 0``), ``(B, T, C)``. ``embedding_inputs``: what ``embed`` also takes (the Transformer's
+        ``token_type_ids``)."""
+        self._check_split(k)
+        x = self.embed(idx, attention_mask, **embedding_inputs)  # (B, T, C)
+        x, _ = self._run_layers(x, attention_mask, 0, k)
+        return x
+
+    def upper_layers(self, hidden: Tensor, attention_mask: Tensor | None, k: int) -> Tensor:
+        """``layers[k:]`` and the final norm on the output of :meth:`lower_layers`: what :meth:`features`
+        returns. Shapes: ``hidden`` ``(B, T, C)``, ``attention_mask`` ``(B, T)`` or None; output ``(B, T, H)``."""
+        self._check_split(k)
+        self._check_attention_mask(attention_mask, hidden)
+        x, _ = self._run_layers(hidden, attention_mask, k, len(self.layers))
+        return self.norm(x)
+
+    def _check_split(self, k: int) -> None:
+        if not isinstance(k, int) or not 0 <= k <= len(self.layers):
+            raise ModelInputError(f"{type(self).__name__}: k must be an integer in [0, {len(self.layers)}], got {k!r}")
+
+    # ------------------------------------------------------------------------------------------------
+    # Generation
+    # ------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        suppress_tokens: Sequence[int] = (),
+    ) -> Tensor:
+        """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``; the ids in
+        ``suppress_tokens`` are never sampled.
+
+        Each step takes the next token's logits from the model (``_next_token_logits``: the Transformer re-reads
+        its last ``max_len`` tokens, the GRU carries its states), samples from
+        :func:`next_token_probabilities` and appends the draw. Dropout is off while generating; each module's
+        train/eval mode is restored after.
+        """
+        if not self.causal:
+            raise ModelInputError(
+                f"{type(self).__name__}: generate needs a causal model (causal=True); a bidirectional encoder is "
+                "trained to fill in masked tokens, not to continue text"
+            )
+        self._check_idx(idx)
+        check_sampling_arguments(temperature, top_k, self.vocab_size)
+        with evaluation_mode(self):
+            state, new_tokens = None, idx  # the whole prompt first, then one token per step
+            for _ in range(max_new_tokens):
+                logits, state = self._next_token_logits(idx, new_tokens, state)  # (B, V)
+                new_tokens = sample_next_token(logits, temperature, top_k, generator, suppress_tokens)  # (B, 1)
+                idx = torch.cat([idx, new_tokens], dim=1)
+        return idx
+
+    # ------------------------------------------------------------------------------------------------
+    # Input checks
+    # ------------------------------------------------------------------------------------------------
+
     def _check_idx(self, idx: Tensor) -> None:
-        """``idx`` must be a ``(B, T)`` integer tensor of ids in ``[0, vocab_size)``."""
+        """``idx`` must be a ``(B, T)`` integer tensor of ids in ``[0, vocab_size)``. The value check reads the
+        tensor, so it is skipped inside ``torch.compile`` (it would break the graph)."""
         name = type(self).__name__
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ModelInputError(
                 f"{name}: idx must be a 2-D integer tensor (batch, time), got {idx.dtype} of shape {tuple(idx.shape)}"
             )
-        if idx.numel() > 0 and (int(idx.min()) < 0 or int(idx.max()) >= self.vocab_size):
+        if torch.compiler.is_compiling() or idx.numel() == 0:
+            return
+        if int(idx.min()) < 0 or int(idx.max()) >= self.vocab_size:
             bad = int(idx.max()) if int(idx.max()) >= self.vocab_size else int(idx.min())
             raise ModelInputError(f"{name}: token id {bad} is outside the vocabulary [0, {self.vocab_size})")
 

@@ -5,7 +5,8 @@ r"""``TransformerLM``: a GPT-style (causal) or BERT-style (bidirectional) Transf
     h^{(l)} &= \operatorname{Block}_l\bigl(h^{(l-1)}\bigr), \qquad l = 1, \dots, n_{\text{layers}} \\
     z_t     &= \operatorname{LayerNorm}\bigl(h^{(n_{\text{layers}})}_t\bigr)\, W_{\text{head}}^\top
 
-Each block is a pre-norm :class:`minipt.nn.TransformerEncoderLayer` with GELU,
+Each block (:class:`Block`, with the parts and ``state_dict`` keys of :class:`minipt.nn.TransformerEncoderLayer`)
+is pre-norm with GELU,
 :math:`h \leftarrow h + \operatorname{SA}(\operatorname{LN}_1 h)`,
 :math:`h \leftarrow h + \operatorname{FF}(\operatorname{LN}_2 h)`. With ``tie_weights=True`` the LM head
 reuses the token embedding, :math:`W_{\text{head}} = E` (one tensor, Press & Wolf, 2017), so the score of
@@ -23,17 +24,17 @@ the segment vectors :math:`S` when ``type_vocab_size > 0``) and ``norm`` is the 
 feed-forward GELU: ``"gelu"`` (erf, BERT's) or ``"gelu_tanh"`` (GPT-2's). :mod:`minipt.interop` loads GPT-2 and
 BERT checkpoints into these shapes.
 
-``fast=True`` runs every layer's hand-derived fast path (:mod:`minipt.fast`); the default runs the readable
-formulas. Both give the same values and gradients (``tests/test_models.py``).
+``fast=True`` runs every layer's hand-derived fast path (:mod:`minipt.fast`) and the loss's; the default runs the
+readable formulas. Both give the same values and gradients (``tests/test_models.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
+from minipt.fast import FastSwitch
+from minipt.models.attention import SelfAttention
 from minipt.models.embedding import TokenAndPositionEmbedding
 from minipt.models.init import normal_init_, transformer_layer_init_
 from minipt.models.language_model import (
@@ -42,14 +43,59 @@ from minipt.models.language_model import (
     check_pad_id,
     check_positive,
     check_probability,
-    check_sampling_arguments,
     language_model_loss,
-    sample_next_token,
 )
-from minipt.models.modes import evaluation_mode
-from minipt.nn import LayerNorm, TransformerEncoderLayer
+from minipt.nn import LayerNorm, check_activation, feed_forward
 
-__all__ = ["TransformerLM"]
+__all__ = ["Block", "TransformerLM"]
+
+
+class Block(nn.Module):
+    r"""One Transformer layer: self-attention, then a position-wise feed-forward network, each with a residual.
+
+    With :math:`\operatorname{SA}(x) = \operatorname{dropout1}(\operatorname{SelfAttention}(x))` and
+    :math:`\operatorname{FF}(x) = \operatorname{dropout2}(W_2\,\operatorname{dropout}(\operatorname{act}(W_1 x +
+    b_1)) + b_2)`, pre-norm (``norm_first=True``, GPT-2) is :math:`x \leftarrow x + \operatorname{SA}(
+    \operatorname{norm1}(x))`, :math:`x \leftarrow x + \operatorname{FF}(\operatorname{norm2}(x))`; post-norm
+    (BERT) is :math:`x \leftarrow \operatorname{norm1}(x + \operatorname{SA}(x))`, :math:`x \leftarrow
+    \operatorname{norm2}(x + \operatorname{FF}(x))`.
+
+    The parts have :class:`minipt.nn.TransformerEncoderLayer`'s names, order and ``state_dict`` keys, whose
+    PyTorch-compatible mask arguments a model does not need: it passes its one additive mask.
+    ``forward(x, additive_mask=None, need_weights=False)`` returns ``(B, T, d_model)`` and the per-head weights
+    ``(B, heads, T, T)`` (None unless asked). ``fast``: the model's switch, shared with the attention and norms.
+    """
+
+    def __init__(
+        self, d_model: int, n_heads: int, d_ff: int, dropout: float, activation: str, layer_norm_eps: float,
+        norm_first: bool, fast: FastSwitch,
+    ) -> None:
+        super().__init__()
+        check_activation("TransformerLM", activation)
+        self.self_attn = SelfAttention(d_model, n_heads, dropout, fast)
+        self.linear1 = nn.Linear(d_model, d_ff)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(d_ff, d_model)
+        self.norm_first = norm_first
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, fast=fast)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, fast=fast)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.activation = activation
+        self.fast = fast  # the GELU's switch (minipt.nn.feed_forward)
+
+    def forward(
+        self, x: Tensor, additive_mask: Tensor | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        if self.norm_first:
+            attended, weights = self.self_attn(self.norm1(x), additive_mask, need_weights)
+            x = x + self.dropout1(attended)
+            x = x + feed_forward(self, self.norm2(x))
+        else:
+            attended, weights = self.self_attn(x, additive_mask, need_weights)
+            x = self.norm1(x + self.dropout1(attended))
+            x = self.norm2(x + feed_forward(self, x))
+        return x, weights  # (B, T, d_model), (B, heads, T, T) or None
 
 
 class TransformerLM(LanguageModel):
@@ -59,7 +105,7 @@ class TransformerLM(LanguageModel):
     Parts (the interface shared with :class:`~minipt.models.gru.GRULM`):
 
     * ``embedding``: :class:`~minipt.models.embedding.TokenAndPositionEmbedding` (``token``, ``position``);
-    * ``layers``: ``nn.ModuleList`` of :class:`minipt.nn.TransformerEncoderLayer`, lowest first;
+    * ``layers``: ``nn.ModuleList`` of :class:`Block`, lowest first;
     * ``norm``: the final :class:`minipt.nn.LayerNorm` (``nn.Identity`` when ``norm_first=False``);
     * ``lm_head``: ``nn.Linear(d_model, vocab_size, bias=False)``, whose weight *is* ``embedding.token.weight``
       when ``tie_weights=True`` (so freezing ``embedding`` freezes the LM head too: it is the same tensor).
@@ -73,15 +119,16 @@ class TransformerLM(LanguageModel):
               0 & \text{otherwise} \end{cases}
 
     shaped ``(T, T)`` (causal only), ``(B, 1, 1, T)`` (padding only) or ``(B, 1, T, T)`` (both), None when
-    nothing is masked. Every layer adds it to its attention scores as it is (``additive_mask=``, see
-    :mod:`minipt.nn`), readable and fast path alike: no layer converts it again. So no position ever attends
-    to a padding key.
+    nothing is masked. Every layer's attention (:class:`~minipt.models.attention.SelfAttention`) adds it to its
+    scores as it is, readable and fast path alike: no layer converts it again. So no position ever attends to
+    a padding key.
 
-    Split for a frozen-feature cache: :meth:`lower_layers` (embedding and ``layers[:k]``) and
-    :meth:`upper_layers` (``layers[k:]`` and the final norm); ``features`` is their composition.
+    ``forward`` is one straight line, embed -> layers -> norm -> head. The split for the frozen cache
+    (:meth:`lower_layers`, :meth:`upper_layers`) and :meth:`generate` are the base class's
+    (:class:`~minipt.models.language_model.LanguageModel`).
 
-    ``fast`` (last argument): every layer runs its fast path (:mod:`minipt.fast`); stored in ``config``.
-    Initialisation: :mod:`minipt.models.init` (GPT-2's).
+    ``fast`` (last argument): the model's one :class:`~minipt.fast.FastSwitch` (``self.fast``), shared by every
+    layer and the loss; :func:`minipt.nn.set_fast` flips it. Initialisation: :mod:`minipt.models.init` (GPT-2's).
     """
 
     architecture = "transformer"
@@ -122,23 +169,19 @@ class TransformerLM(LanguageModel):
             "norm_first": norm_first,
             "layer_norm_eps": layer_norm_eps,
             "type_vocab_size": type_vocab_size,
-            "fast": fast,
         }
         self.vocab_size = vocab_size
         self.hidden_size = d_model  # the size of `features`, which a classification head reads
         self.max_len = max_len
         self.causal = causal
-        self.fast = fast  # the loss's fast path too (minipt.nn.set_fast switches it with the layers)
+        self.fast = fast = FastSwitch(fast)  # the one switch of the layers and the loss
 
         self.embedding = TokenAndPositionEmbedding(
             vocab_size, d_model, max_len, pad_id, dropout, type_vocab_size=type_vocab_size,
             norm=not norm_first, layer_norm_eps=layer_norm_eps, fast=fast,
         )
         self.layers = nn.ModuleList(
-            TransformerEncoderLayer(
-                d_model, n_heads, dim_feedforward=d_ff, dropout=dropout, activation=activation,
-                layer_norm_eps=layer_norm_eps, norm_first=norm_first, fast=fast,
-            )
+            Block(d_model, n_heads, d_ff, dropout, activation, layer_norm_eps, norm_first, fast)
             for _ in range(n_layers)
         )
         self.norm = LayerNorm(d_model, eps=layer_norm_eps, fast=fast) if norm_first else nn.Identity()
@@ -168,14 +211,18 @@ class TransformerLM(LanguageModel):
     # Forward
     # ------------------------------------------------------------------------------------------------
 
-    def _check_inputs(self, idx: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None = None) -> None:
-        """``idx`` ``(B, T)`` ids with ``T <= max_len``; ``attention_mask`` ``(B, T)`` or None; ``token_type_ids``
-        ``(B, T)`` in ``[0, type_vocab_size)`` or None."""
+    def embed(
+        self, idx: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """The checked input's embedding, ``(B, T, d_model)``: ``idx`` ``(B, T)`` ids with ``T <= max_len``,
+        ``attention_mask`` ``(B, T)`` or None, ``token_type_ids`` ``(B, T)`` in ``[0, type_vocab_size)`` or None
+        (the segment of each token, all 0 when None; only a model with ``type_vocab_size > 0`` has segment
+        vectors)."""
         self._check_idx(idx)
         self._check_attention_mask(attention_mask, idx)
         if token_type_ids is not None:
             types = self.config["type_vocab_size"]  # 0: the model has no segment vectors at all
-            in_range = token_type_ids.numel() == 0 or (
+            in_range = torch.compiler.is_compiling() or token_type_ids.numel() == 0 or (  # a value check: eager only
                 int(token_type_ids.min()) >= 0 and int(token_type_ids.max()) < types
             )
             if token_type_ids.shape != idx.shape or not in_range:
@@ -188,6 +235,7 @@ class TransformerLM(LanguageModel):
                 f"TransformerLM: sequence length {idx.shape[1]} exceeds max_len={self.max_len} "
                 "(the number of learned positions)"
             )
+        return self.embedding(idx, token_type_ids)  # (B, T, C)
 
     def layer_mask(self, attention_mask: Tensor | None, x: Tensor) -> Tensor | None:
         """The one additive mask every layer of a forward pass adds to its attention scores (see the class
@@ -208,53 +256,19 @@ class TransformerLM(LanguageModel):
         return torch.zeros(blocked.shape, dtype=x.dtype, device=x.device).masked_fill_(blocked, float("-inf"))
 
     def _run_layers(
-        self, x: Tensor, attention_mask: Tensor | None, layers: nn.ModuleList, need_weights: bool = False
-    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Run ``layers`` on ``x`` ``(B, T, C)`` with one mask converted here for all of them: the last output
-        ``(B, T, C)``, each layer's output and (``need_weights``) each layer's weights ``(B, heads, T, T)``."""
-        mask = self.layer_mask(attention_mask, x) if len(layers) > 0 else None  # once per forward pass
-        outputs, attention_weights = [], []
-        for layer in layers:
-            output = layer(x, need_weights=need_weights, additive_mask=mask)
-            if need_weights:
-                x, weights = output  # (B, T, C), (B, heads, T, T)
-                attention_weights.append(weights)
-            else:
-                x = output  # (B, T, C)
-            outputs.append(x)
-        return x, outputs, attention_weights
-
-    def _check_split(self, k: int) -> None:
-        if not isinstance(k, int) or not 0 <= k <= len(self.layers):
-            raise ModelInputError(f"TransformerLM: k must be an integer in [0, {len(self.layers)}], got {k!r}")
-
-    def lower_layers(
-        self, idx: Tensor, attention_mask: Tensor | None, k: int, token_type_ids: Tensor | None = None
-    ) -> Tensor:
-        """The embedding and ``layers[:k]``: the hidden states ``(B, T, d_model)`` after layer ``k - 1`` (after
-        the embedding when ``k == 0``). ``upper_layers(lower_layers(idx, m, k), m, k)`` is ``features(idx, m)``,
-        bit for bit, for every ``k`` in ``[0, n_layers]``. ``token_type_ids`` ``(B, T)``: the segment of each
-        token (all 0 when None; only a model with ``type_vocab_size > 0`` has segment vectors)."""
-        self._check_inputs(idx, attention_mask, token_type_ids)
-        self._check_split(k)
-        x = self.embedding(idx, token_type_ids)  # (B, T, C)
-        x, _, _ = self._run_layers(x, attention_mask, self.layers[:k])
-        return x
-
-    def upper_layers(self, hidden: Tensor, attention_mask: Tensor | None, k: int) -> Tensor:
-        """``layers[k:]`` and the final norm on the output of :meth:`lower_layers`: what :meth:`features`
-        returns. Shapes: ``hidden`` ``(B, T, d_model)``, ``attention_mask`` ``(B, T)`` or None; output
-        ``(B, T, d_model)``."""
-        self._check_split(k)
-        self._check_attention_mask(attention_mask, hidden)
-        x, _, _ = self._run_layers(hidden, attention_mask, self.layers[k:])
-        return self.norm(x)  # (B, T, C)
-
-    def features(
-        self, idx: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
-    ) -> Tensor:
-        """Final hidden states after the final layer norm, ``(B, T, d_model)``: what a task head reads."""
-        return self.upper_layers(self.lower_layers(idx, attention_mask, 0, token_type_ids), attention_mask, 0)
+        self, x: Tensor, attention_mask: Tensor | None, first: int, last: int, keep: bool = False
+    ) -> tuple[Tensor, dict[str, list[Tensor]]]:
+        """Run ``layers[first:last]`` on ``x`` ``(B, T, C)`` with one mask converted here for all of them: the
+        last output ``(B, T, C)`` and, with ``keep``, each layer's output (``hidden_states``) and per-head
+        weights (``attention_weights``, each ``(B, heads, T, T)``)."""
+        mask = self.layer_mask(attention_mask, x) if first < last else None  # once per forward pass
+        kept = {"hidden_states": [], "attention_weights": []}
+        for layer in self.layers[first:last]:
+            x, weights = layer(x, mask, need_weights=keep)  # (B, T, C), (B, heads, T, T) or None
+            if keep:
+                kept["hidden_states"].append(x)
+                kept["attention_weights"].append(weights)
+        return x, kept
 
     def forward(
         self,
@@ -269,52 +283,19 @@ class TransformerLM(LanguageModel):
 
         ``return_intermediates=True`` adds a dict with ``hidden_states`` (the embedding output, then each
         layer's output, each ``(B, T, d_model)``) and ``attention_weights`` (each layer's ``(B, heads, T, T)``).
-        ``token_type_ids`` ``(B, T)``: segment ids (see :meth:`lower_layers`).
+        ``token_type_ids`` ``(B, T)``: segment ids (see :meth:`embed`).
         """
-        if return_intermediates:  # the same pass, keeping what each layer produced
-            embedded = self.lower_layers(idx, attention_mask, 0, token_type_ids)  # (B, T, C)
-            x, outputs, weights = self._run_layers(embedded, attention_mask, self.layers, need_weights=True)
-            features = self.norm(x)  # (B, T, C)
-        else:
-            features = self.features(idx, attention_mask, token_type_ids)  # (B, T, C)
-        logits = self.lm_head(features)  # (B, T, vocab_size)
+        x = self.embed(idx, attention_mask, token_type_ids)  # (B, T, C)
+        h, kept = self._run_layers(x, attention_mask, 0, len(self.layers), keep=return_intermediates)  # (B, T, C)
+        logits = self.lm_head(self.norm(h))  # (B, T, vocab_size)
         loss = None if targets is None else language_model_loss(logits, targets, fast=self.fast)
         if return_intermediates:
-            return logits, loss, {"hidden_states": [embedded, *outputs], "attention_weights": weights}
+            kept["hidden_states"].insert(0, x)  # the embedding output first
+            return logits, loss, kept
         return logits, loss
 
-    # ------------------------------------------------------------------------------------------------
-    # Generation
-    # ------------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-        suppress_tokens: Sequence[int] = (),
-    ) -> Tensor:
-        """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``; the ids in
-        ``suppress_tokens`` are never sampled.
-
-        Each step runs the model on the last ``max_len`` tokens (the positions it has learned), samples from
-        the last position's distribution (:func:`~minipt.models.language_model.next_token_probabilities`) and
-        appends the draw. Dropout is off while generating; each module's train/eval mode is restored after.
-        """
-        if not self.causal:
-            raise ModelInputError(
-                "TransformerLM: generate needs a causal model (causal=True); a bidirectional encoder is "
-                "trained to fill in masked tokens, not to continue text"
-            )
-        check_sampling_arguments(temperature, top_k, self.vocab_size)
-        with evaluation_mode(self):
-            for _ in range(max_new_tokens):
-                context = idx[:, -self.max_len :]  # (B, <= max_len)
-                logits, _ = self(context)  # (B, T', V)
-                last = logits[:, -1, :]  # (B, V)
-                next_token = sample_next_token(last, temperature, top_k, generator, suppress_tokens)  # (B, 1)
-                idx = torch.cat([idx, next_token], dim=1)
-        return idx
+    def _next_token_logits(self, idx: Tensor, new_tokens: Tensor, state: None) -> tuple[Tensor, None]:
+        """For :meth:`generate`: run the model on the last ``max_len`` tokens (the positions it has learned) and
+        take the last position's logits ``(B, V)``; nothing is carried between steps."""
+        logits, _ = self(idx[:, -self.max_len :])  # (B, T', V)
+        return logits[:, -1, :], None

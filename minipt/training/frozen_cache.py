@@ -20,7 +20,9 @@ matrix products can differ (``tests/test_frozen_cache.py`` checks logits, loss a
 What it saves: every epoch, the lower layers' forward pass over every training and validation example. The
 backward pass never went below the lowest trainable layer anyway (nothing there needs a gradient).
 
-Uses the models' split :meth:`lower_layers` / :meth:`upper_layers` (``features(x) = upper(lower(x, k), k)``).
+Uses the models' split at layer ``k`` (``features(x) = upper_layers(lower_layers(x, k), k)``, bit for bit):
+:meth:`~minipt.models.language_model.LanguageModel.lower_layers` here, once; the classifier's
+``forward(hidden, mask, labels, from_layer=k)`` runs the rest (the upper layers and the head) at every step.
 """
 
 from __future__ import annotations
@@ -35,15 +37,7 @@ from minipt.errors import MiniptError
 from minipt.models import SequenceClassifier
 from minipt.models.modes import evaluation_mode
 
-__all__ = [
-    "CachedExample",
-    "cache_lower_layers",
-    "cache_batches",
-    "collate_hidden",
-    "classify_cached",
-    "classify_logits",
-    "cached_loss",
-]
+__all__ = ["CachedExample", "cache_lower_layers", "cache_batches", "collate_hidden"]
 
 CachedExample = tuple[Tensor, int]  # (hidden states (T_i, C) after the frozen layers, label id)
 
@@ -85,7 +79,8 @@ def _cache_batch(backbone, items, chosen: list[int], k: int, pad_id: int, device
 
 def collate_hidden(batch: Sequence[CachedExample]) -> dict[str, Tensor]:
     """Pad cached hidden states on the right with zeros: ``hidden`` ``(B, T, C)``, ``attention_mask`` ``(B, T)``
-    (1 = real position), ``labels`` ``(B,)`` — the same mask as the token batch they came from."""
+    (1 = real position), ``labels`` ``(B,)`` — the same mask as the token batch they came from. The classifier
+    takes it as ``model(batch["hidden"], batch["attention_mask"], batch["labels"], from_layer=k)``."""
     longest = max(hidden.shape[0] for hidden, _ in batch)
     width = batch[0][0].shape[1]
     hidden = batch[0][0].new_zeros(len(batch), longest, width)  # (B, T, C)
@@ -109,25 +104,3 @@ def cache_batches(model: SequenceClassifier, batches: list[dict[str, Tensor]], k
             hidden = model.backbone.lower_layers(batch["input_ids"].to(device), mask, k)  # (B, T, C)
             cached.append({"hidden": hidden, "attention_mask": mask, "labels": batch["labels"]})
     return cached
-
-
-def classify_cached(
-    model: SequenceClassifier, batch: dict[str, Tensor], k: int
-) -> tuple[Tensor, Tensor | None]:
-    """Class logits ``(B, num_classes)`` and the loss from a :func:`collate_hidden` batch: ``Upper_k``, then the
-    classifier's pooling, dropout and head — the rest of :meth:`SequenceClassifier.forward`."""
-    attention_mask = batch["attention_mask"]  # (B, T)
-    features = model.backbone.upper_layers(batch["hidden"], attention_mask, k)  # (B, T, H)
-    return model.classify(features, attention_mask, batch.get("labels"))
-
-
-def classify_logits(model: SequenceClassifier, batch: dict[str, Tensor], k: int) -> Tensor:
-    """The class logits ``(B, num_classes)`` of a cached batch (for evaluation)."""
-    logits, _ = classify_cached(model, batch, k)
-    return logits
-
-
-def cached_loss(model: SequenceClassifier, batch: dict[str, Tensor], k: int) -> Tensor:
-    """The mean cross-entropy of a cached batch (what the training loop minimises)."""
-    _, loss = classify_cached(model, batch, k)
-    return loss
