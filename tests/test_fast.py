@@ -95,6 +95,11 @@ def test_attention_with_dropout_equals_the_readable_formula():
     )
     assert (weights == 0).any() and (weights.tril() == 0).any()  # some allowed weights were dropped
     assert_same(fast_output, readable_output, leaves)
+    # the kernel's weights, when asked, are the formula's (after dropout, as applied), for inspection only
+    again, fast_weights = fast.attention(query, key, value, dropout_p=0.4, generator=draws(), return_weights=True,
+                                         **options)
+    assert torch.equal(again, fast_output) and not fast_weights.requires_grad
+    assert_close(fast_weights, weights, **SAME)
     # p = 1 drops everything: zeros, as the formula gives (the kernel itself would divide by 1 - p = 0)
     assert torch.equal(fast.attention(query, key, value, dropout_p=1.0), torch.zeros_like(query))
 
@@ -109,7 +114,7 @@ def test_attention_gradcheck(dropout_p):
 
     def kernel(q, k, v, m):  # a fresh generator each call: gradcheck needs the same dropout draws every time
         generator = torch.Generator().manual_seed(3)
-        return fast.Attention.apply(q * 0.5, k, v, m + minus_infinity, dropout_p, generator)
+        return fast.Attention.apply(q * 0.5, k, v, m + minus_infinity, dropout_p, generator, False)
 
     assert torch.autograd.gradcheck(kernel, (query, key, value, bias))
 
@@ -231,7 +236,7 @@ def test_layer_norm_layer_fast_equals_readable():
     compare_layers(readable, fast_layer, [x], lambda layer, x: layer(x))
 
 
-@pytest.mark.parametrize("masks", ["none", "key padding + causal", "additive"])
+@pytest.mark.parametrize("masks", ["none", "key padding + causal"])
 def test_multihead_attention_fast_equals_readable(masks):
     readable, fast_layer = twin_layers(lambda fast: mnn.MultiheadAttention(8, 2, dropout=0.2, fast=fast))
     x = torch.randn(3, 5, 8, **DOUBLE)
@@ -241,13 +246,54 @@ def test_multihead_attention_fast_equals_readable(masks):
     causal = torch.ones(5, 5, dtype=torch.bool).triu(1)
     if masks == "key padding + causal":
         kwargs = {"key_padding_mask": padding, "attn_mask": causal}
-    if masks == "additive":  # the models' path: one merged 0 / -inf mask, (B, 1, L, S)
-        blocked = causal | padding[:, None, None, :]
-        kwargs = {"additive_mask": torch.zeros(blocked.shape, dtype=torch.float64).masked_fill(blocked, -torch.inf)}
     for mode in (readable.train, readable.eval):  # dropout on the attention weights, then off
         mode()
         fast_layer.train(readable.training)
         compare_layers(readable, fast_layer, [x], lambda layer, x: layer(x, x, x, need_weights=False, **kwargs)[0])
+    # with torch's default need_weights=True the fast layer still runs the kernel, and its weights are the formula's
+    output, weights = fast_layer(x, x, x, **kwargs)
+    expected_output, expected_weights = readable(x, x, x, **kwargs)
+    assert_close(output, expected_output, **SAME)
+    assert_close(weights, expected_weights, **SAME)
+
+
+def test_multihead_attention_fast_runs_the_kernel_when_weights_are_asked(monkeypatch):
+    """``fast and not need_weights`` was a pitfall: torch's default need_weights=True ran the formula."""
+    calls = []
+    kernel = fast.attention
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(fast, "attention", recorded)
+    layer = mnn.MultiheadAttention(8, 2, fast=True)
+    x = torch.randn(3, 5, 8)
+    _, weights = layer(x, x, x)  # need_weights=True by default, as in torch
+    assert len(calls) == 1 and calls[0]["return_weights"] and weights.shape == (3, 5, 5)
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_models_self_attention_fast_equals_readable(need_weights):
+    """The models' attention (minipt/models/attention.py) with their one additive mask, (B, 1, L, S)."""
+    from minipt.models.attention import SelfAttention
+
+    readable, fast_layer = twin_layers(lambda fast: SelfAttention(8, 2, dropout=0.2, fast=fast))
+    x = torch.randn(3, 5, 8, **DOUBLE)
+    padding = torch.zeros(3, 5, dtype=torch.bool)
+    padding[1, 3:] = True
+    blocked = torch.ones(5, 5, dtype=torch.bool).triu(1) | padding[:, None, None, :]
+    mask = torch.zeros(blocked.shape, dtype=torch.float64).masked_fill(blocked, -torch.inf)
+    for mode in (readable.train, readable.eval):  # dropout on the attention weights, then off
+        mode()
+        fast_layer.train(readable.training)
+        compare_layers(readable, fast_layer, [x], lambda layer, x: layer(x, mask, need_weights)[0])
+    (_, readable_weights), (_, fast_weights) = readable(x, mask, need_weights), fast_layer(x, mask, need_weights)
+    if need_weights:
+        assert readable_weights.shape == (3, 2, 5, 5)
+        assert_close(fast_weights, readable_weights, **SAME)
+    else:
+        assert readable_weights is None and fast_weights is None
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
@@ -287,6 +333,8 @@ def test_layers_are_readable_by_default_and_set_fast_switches_every_one():
     )
     switchable = [m for m in stack.modules() if hasattr(m, "fast")]
     assert len(switchable) == 7  # encoder layer, its attention and two norms; GRU; norm; attention
+    encoder = stack[0]
+    assert encoder.self_attn.fast is encoder.fast and encoder.norm1.fast is encoder.fast  # one switch per layer
     assert not any(m.fast for m in switchable)
     assert mnn.set_fast(stack, True) is stack
     assert all(m.fast for m in switchable)

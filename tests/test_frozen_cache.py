@@ -8,7 +8,7 @@ import torch
 from minipt.data.datasets import collate_classification
 from minipt.models import GRULM, SequenceClassifier, TransformerLM
 from minipt.models.modes import evaluation_mode, train_mode
-from minipt.training.frozen_cache import cache_lower_layers, cached_loss, classify_cached, collate_hidden
+from minipt.training.frozen_cache import cache_lower_layers, collate_hidden
 from minipt.training.strategies import freeze
 
 TOLERANCE = 1e-6  # float32; only the rounding of differently shaped matrix products may differ
@@ -56,7 +56,8 @@ def test_cached_equals_uncached(kind: str, k: int) -> None:
     model.zero_grad(set_to_none=True)
 
     torch.manual_seed(3)
-    cached_logits, loss_cached = classify_cached(model, collate_hidden([cache[i] for i in chosen]), k)
+    cached = collate_hidden([cache[i] for i in chosen])
+    cached_logits, loss_cached = model(cached["hidden"], cached["attention_mask"], cached["labels"], from_layer=k)
     loss_cached.backward()
     cached_gradients = trainable_gradients(model)
 
@@ -98,7 +99,8 @@ def test_frozen_tensors_are_unchanged_and_training_matches() -> None:
         torch.manual_seed(5)
         for chosen in batches:
             if path == "cached":
-                loss = cached_loss(model, collate_hidden([cache[i] for i in chosen]), 2)
+                cached = collate_hidden([cache[i] for i in chosen])
+                _, loss = model(cached["hidden"], cached["attention_mask"], cached["labels"], from_layer=2)
             else:
                 _, loss = model(**collate_classification([items[i] for i in chosen], pad_id=0))
             loss.backward()

@@ -13,7 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minipt.models import GRULM, MODEL_CLASSES, ModelInputError, SequenceClassifier, TransformerLM, build_model
+from minipt.fast import FastSwitch
+from minipt.models import (
+    GRULM,
+    MODEL_CLASSES,
+    MaskedLMWithNextSentenceHead,
+    ModelInputError,
+    SequenceClassifier,
+    TransformerLM,
+    build_model,
+)
 from minipt.models.heads import first_token_pool, last_token_pool, mean_pool, pool
 from minipt.models.language_model import language_model_loss, next_token_probabilities
 from minipt.nn import set_fast
@@ -548,7 +557,7 @@ def forward_and_gradients(model: nn.Module, idx: torch.Tensor, seed: int = 3):
 def test_fast_model_equals_the_readable_model(kind):
     readable = make_model(kind).double()
     fast = make_model(kind, fast=True).double()
-    assert fast.config["fast"] and not readable.config["fast"]
+    assert fast.fast and not readable.fast
     fast.load_state_dict(readable.state_dict())
     idx = random_tokens(3, 9) * PADDED  # pad id 0 at the padded positions
     for mode in ("train", "eval"):  # dropout 0.1 everywhere (the same draws on both paths), then off
@@ -559,17 +568,19 @@ def test_fast_model_equals_the_readable_model(kind):
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_models_are_readable_by_default_and_set_fast_switches_the_whole_model(kind):
+def test_models_are_readable_by_default_and_one_switch_turns_the_whole_model(kind):
     model = make_model(kind)
     switchable = [m for m in model.modules() if hasattr(m, "fast")]
-    assert switchable and not any(m.fast for m in switchable) and model.config["fast"] is False
+    assert len(switchable) > 1 and all(m.fast is model.fast for m in switchable)  # one switch, stored once
+    assert isinstance(model.fast, FastSwitch) and not model.fast and "fast" not in model.config
     classifier = SequenceClassifier(model, num_classes=2)
+    assert classifier.fast is model.fast and MaskedLMWithNextSentenceHead(model).fast is model.fast
     assert set_fast(classifier, True) is classifier
-    assert all(m.fast for m in switchable) and model.config["fast"] is True
-    rebuilt = build_model(model.architecture, **model.config)  # the config rebuilds the fast model
-    assert all(m.fast for m in rebuilt.modules() if hasattr(m, "fast"))
+    assert model.fast and all(m.fast for m in switchable)
+    assert not build_model(model.architecture, **model.config).fast  # how a model computes is not its config
     set_fast(model, False)
-    assert not any(m.fast for m in switchable) and model.config["fast"] is False
+    assert not any(m.fast for m in switchable)
+    assert "fast" not in "".join(model.state_dict())  # a switch, not a parameter: state_dict keys unchanged
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -629,7 +640,7 @@ def test_post_norm_transformer_has_segment_vectors_an_embedding_norm_and_no_fina
     types = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]])
     embedding = model.embedding
     by_hand = embedding.norm(embedding.token(idx) + embedding.token_type(types) + embedding.position.weight[:7])
-    torch.testing.assert_close(model.lower_layers(idx, None, 0, types), by_hand)
+    torch.testing.assert_close(model.lower_layers(idx, None, 0, token_type_ids=types), by_hand)
     # no token_type_ids means segment 0 everywhere; segment 1 changes the features
     assert torch.equal(model.features(idx), model.features(idx, token_type_ids=torch.zeros_like(idx)))
     assert not torch.allclose(model.features(idx, token_type_ids=types)[0], model.features(idx)[0])
