@@ -524,14 +524,15 @@ class GRUSequence(torch.autograd.Function):
             grad_new_h = grad_output[t] + grad_h
             if mask is not None:
                 grad_new_h = grad_new_h * mask[t]
+            # written into slices of the (T, B, 3H) buffers (by assignment: torch.compile takes no strided out=)
             d_gates = grad_input_gates[t]
-            d_a_n = d_gates[:, 2 * H :]
-            torch.mul(grad_new_h * (1.0 - update), 1.0 - n * n, out=d_a_n)
-            torch.mul(grad_new_h * (h_prev - n), update * (1.0 - update), out=d_gates[:, H : 2 * H])
-            torch.mul(d_a_n * hidden_n[t], reset * (1.0 - reset), out=d_gates[:, :H])
+            d_a_n = torch.mul(grad_new_h * (1.0 - update), 1.0 - n * n)
+            d_gates[:, 2 * H :] = d_a_n
+            d_gates[:, H : 2 * H] = torch.mul(grad_new_h * (h_prev - n), update * (1.0 - update))
+            d_gates[:, :H] = torch.mul(d_a_n * hidden_n[t], reset * (1.0 - reset))
             d_hidden = grad_hidden_gates[t]
             d_hidden[:, : 2 * H] = d_gates[:, : 2 * H]
-            torch.mul(d_a_n, reset, out=d_hidden[:, 2 * H :])
+            d_hidden[:, 2 * H :] = torch.mul(d_a_n, reset)
             carried = grad_new_h * update
             if mask is not None:
                 carried = torch.addcmul(carried, 1.0 - mask[t], grad_h)

@@ -651,3 +651,24 @@ def test_post_norm_transformer_has_segment_vectors_an_embedding_norm_and_no_fina
         model(idx, token_type_ids=types + 1)  # segment 2 does not exist
     with pytest.raises(ModelInputError, match="type_vocab_size=0"):
         make_model("encoder")(idx, token_type_ids=types)  # a model without segment vectors
+
+
+# --------------------------------------------------------------------------------------------------------
+# torch.compile
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_forward_compiles_without_graph_breaks(kind):
+    """The data-dependent input checks (``int(idx.min())``, the right-padding check) are skipped while
+    torch.compile traces, so a forward pass with a loss and padding is one graph, on the jobs' fast path
+    (the hand-written backward passes are traced too)."""
+    torch._dynamo.reset()
+    model = make_model(kind, n_layers=1, fast=True)
+    idx = random_tokens(2, 6)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    explanation = torch._dynamo.explain(model)(idx, idx.masked_fill(mask == 0, -100), mask)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+    with pytest.raises(ModelInputError, match="outside the vocabulary"):  # the checks still run eagerly
+        model(idx + 100)

@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from minipt import functional as MF
 from minipt.data import (
     CORPORA,
     DataError,
@@ -46,7 +45,7 @@ from minipt.data.tokenizers import FIRST_MERGE_ID, BPETokenizer, CharTokenizer, 
 from minipt.errors import MiniptError
 from minipt.metrics import perplexity
 from minipt.models import MaskedLMWithNextSentenceHead, build_model
-from minipt.models.language_model import LanguageModel, language_model_loss
+from minipt.models.language_model import LanguageModel, cross_entropy, language_model_loss
 from minipt.models.modes import evaluation_mode
 from minipt.nn import set_fast
 from minipt.runs import fingerprints
@@ -367,7 +366,8 @@ def masked_lm_nsp_objective(train_text: str, val_text: str, config: PretrainConf
     def losses(model: MaskedLMWithNextSentenceHead, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
         inputs, targets, attention_mask, is_next = batch  # (B, T) x 3, (B,)
         token_logits, nsp_logits = model(inputs, attention_mask)  # (B, T, V), (B, 2)
-        return language_model_loss(token_logits, targets), MF.cross_entropy(nsp_logits, is_next), nsp_logits
+        mlm_loss = language_model_loss(token_logits, targets, fast=model.fast)  # on the model's fast switch
+        return mlm_loss, cross_entropy(nsp_logits, is_next, fast=model.fast), nsp_logits
 
     def loss_fn(model: MaskedLMWithNextSentenceHead, batch: tuple[Tensor, ...]) -> Tensor:
         mlm_loss, nsp_loss, _ = losses(model, batch)

@@ -29,10 +29,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from minipt import functional as MF
 from minipt.fast import FastSwitch
 from minipt.models.init import normal_init_
-from minipt.models.language_model import LanguageModel, ModelInputError, check_positive, check_probability
+from minipt.models.language_model import (
+    LanguageModel,
+    ModelInputError,
+    check_positive,
+    check_probability,
+    cross_entropy,
+)
 
 __all__ = ["POOLINGS", "mean_pool", "first_token_pool", "last_token_pool", "pool", "SequenceClassifier",
            "MaskedLMWithNextSentenceHead"]
@@ -162,7 +167,7 @@ class SequenceClassifier(nn.Module):
                 f"SequenceClassifier: labels must be one class per sequence ({features.shape[0]},), "
                 f"got {tuple(labels.shape)}"
             )
-        return logits, MF.cross_entropy(logits, labels)
+        return logits, cross_entropy(logits, labels, fast=self.fast)
 
 
 class MaskedLMWithNextSentenceHead(nn.Module):
