@@ -83,7 +83,7 @@ def epoch_functions(kind: str, frozen: int, train_size: int, val_size: int, batc
             for chosen in batches:
                 if path == "cached":
                     batch = frozen_cache.collate_hidden([cache["train"][i] for i in chosen])
-                    loss = frozen_cache.cached_loss(model, batch, frozen)
+                    _, loss = model(batch["hidden"], batch["attention_mask"], batch["labels"], from_layer=frozen)
                 else:
                     _, loss = model(**collate_classification([train_items[i] for i in chosen], 0))
                 loss.backward()
@@ -91,7 +91,7 @@ def epoch_functions(kind: str, frozen: int, train_size: int, val_size: int, batc
                 optimizer.zero_grad(set_to_none=True)
             model.eval()
             if path == "cached":
-                predict(model, cache["val"], lambda m, b: frozen_cache.classify_logits(m, b, frozen))
+                predict(model, cache["val"], from_layer=frozen)
             else:
                 predict(model, val_batches)
 

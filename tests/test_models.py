@@ -24,7 +24,7 @@ from minipt.models import (
     build_model,
 )
 from minipt.models.heads import first_token_pool, last_token_pool, mean_pool, pool
-from minipt.models.language_model import language_model_loss, next_token_probabilities
+from minipt.models.language_model import cross_entropy, language_model_loss, next_token_probabilities
 from minipt.nn import set_fast
 from minipt.training.strategies import freeze
 
@@ -565,6 +565,35 @@ def test_fast_model_equals_the_readable_model(kind):
         expected, actual = forward_and_gradients(readable, idx), forward_and_gradients(fast, idx)
         for a, e in zip(actual, expected, strict=True):
             torch.testing.assert_close(a, e, **SAME)
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_classifier_loss_follows_the_switch_and_equals_the_readable_one(kind):
+    readable = SequenceClassifier(make_model(kind), num_classes=3).double()
+    fast = set_fast(SequenceClassifier(make_model(kind), num_classes=3).double(), True)
+    fast.load_state_dict(readable.state_dict())
+    idx, labels = random_tokens(3, 9) * PADDED, torch.tensor([0, 2, 1])
+    results = []
+    for model in (readable, fast):
+        model.zero_grad()
+        torch.manual_seed(3)  # the same dropout draws
+        logits, loss = model(idx, PADDED, labels)
+        loss.backward()
+        results.append([logits, loss, *(p.grad for p in model.parameters() if p.grad is not None)])
+        assert ("CrossEntropy" in type(loss.grad_fn).__name__) == bool(model.fast)  # the loss's own path
+    for a, e in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(a, e, **SAME)
+
+
+def test_cross_entropy_takes_the_path_of_the_switch():
+    logits, targets = torch.randn(5, 4, dtype=torch.float64, requires_grad=True), torch.tensor([0, 3, -100, 1, 2])
+    readable = cross_entropy(logits, targets, fast=FastSwitch(False))
+    fast = cross_entropy(logits, targets, fast=FastSwitch(True))
+    assert torch.equal(fast, readable)  # the same bits forward
+    readable_node, fast_node = type(readable.grad_fn).__name__, type(fast.grad_fn).__name__
+    assert fast_node == "CrossEntropyBackward" and readable_node != fast_node  # minipt.fast's backward pass
+    (readable_grad,), (fast_grad,) = torch.autograd.grad(readable, logits), torch.autograd.grad(fast, logits)
+    torch.testing.assert_close(fast_grad, readable_grad, **SAME)
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
