@@ -5,11 +5,12 @@
 * :class:`SequenceClassifier` — pooling and a linear layer on either one's ``features``;
 * :class:`MaskedLMWithNextSentenceHead` — a bidirectional Transformer plus BERT's next-sentence head.
 
-Both language models expose ``embedding``, ``layers`` (lowest first), ``lm_head`` (and ``norm`` for the
-Transformer), ``forward(idx, targets=None, attention_mask=None, return_intermediates=False)``, ``features``,
-``generate``, ``num_parameters``, ``init_weights``, ``init_layer``, a ``config`` dict of their constructor
-arguments and an ``architecture`` name. :func:`build_model` maps that name back to the class, so a checkpoint
-storing ``(model.architecture, model.config)`` can rebuild the model.
+Both language models expose ``embedding``, ``layers`` (lowest first), ``norm`` (``nn.Identity`` for the GRU),
+``lm_head``, ``forward(idx, targets=None, attention_mask=None, return_intermediates=False)``, ``embed``,
+``features``, the split ``lower_layers`` / ``upper_layers``, ``generate``, ``num_parameters``, ``init_weights``,
+``init_layer``, ``fast`` (the model's one :class:`~minipt.fast.FastSwitch`), a ``config`` dict of their
+constructor arguments and an ``architecture`` name. :func:`build_model` maps that name back to the class, so a
+checkpoint storing ``(model.architecture, model.config)`` can rebuild the model.
 """
 
 from __future__ import annotations

@@ -237,6 +237,13 @@ class TransformerLM(LanguageModel):
             )
         return self.embedding(idx, token_type_ids)  # (B, T, C)
 
+    def features(
+        self, idx: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """Final hidden states after the final layer norm, ``(B, T, d_model)``: what a task head reads
+        (:meth:`LanguageModel.features`, with the segment ids as a third argument)."""
+        return super().features(idx, attention_mask, token_type_ids=token_type_ids)
+
     def layer_mask(self, attention_mask: Tensor | None, x: Tensor) -> Tensor | None:
         """The one additive mask every layer of a forward pass adds to its attention scores (see the class
         docstring): ``0`` = may attend, ``-inf`` = may not, in ``x``'s dtype; None when nothing is masked.
