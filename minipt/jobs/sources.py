@@ -38,7 +38,6 @@ def load_pretrained(
     if tokenizer.vocab_size > model.vocab_size:
         raise MiniptError(f"{folder / 'vocab.json'}: {tokenizer.vocab_size} tokens, but the model has only "
                           f"vocab_size={model.vocab_size} (shape mismatch)")
-    settings = {key: value for key, value in model.config.items() if key != "fast"}
-    saved = {"model": {"architecture": model.architecture, **settings},
+    saved = {"model": {"architecture": model.architecture, **model.config},
              "pretrain": {"objective": "clm", "block_size": model.max_len, "source": source}}
     return model.to(device), tokenizer, saved
