@@ -60,6 +60,8 @@ __all__ = [
     "LayerNorm",
     "MultiheadAttention",
     "TransformerEncoderLayer",
+    "feed_forward",
+    "check_activation",
     "gru_cell_step",
     "gru_sequence",
     "GRUCell",
@@ -70,7 +72,7 @@ __all__ = [
 
 LayerInputError = MiniptError  # a tensor or an argument a layer cannot use: minipt's one error class
 
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh")  # TransformerEncoderLayer's feed-forward nonlinearities
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh")  # an encoder layer's feed-forward nonlinearities (and the models' blocks)
 
 
 def set_fast(module: nn.Module, fast: bool) -> nn.Module:
