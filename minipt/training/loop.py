@@ -18,14 +18,11 @@ and it does the rest, top to bottom in :func:`train`:
 4. ``last.pt`` is saved at every evaluation (and every ``save_every`` steps), so a run can resume exactly;
 5. at the end, ``loss.png`` (train and validation curves) and ``summary.json``.
 
-The features around those steps are objects the loop holds, each in its own file of :mod:`minipt.training`:
-the state a checkpoint saves and restores (:mod:`~minipt.training.state`), the run's records
-(:mod:`~minipt.training.records`), the progress bar (:mod:`~minipt.training.progress`), the ranks of a torchrun job
-(:mod:`~minipt.training.distributed`: DDP averages the gradients, rank 0 alone evaluates and writes; in one process
-those hooks do nothing) and Ctrl-C (:mod:`~minipt.training.interrupts`). Anything else a job needs during training
-is a :class:`Callback` it passes in (e.g. gradual unfreezing). The loop is the one place that decides the modules'
-modes: at every step the model trains, except the modules whose parameters are all frozen, which stay in
-``eval()`` (no dropout) — :func:`minipt.models.modes.train_mode`.
+Around those steps, each feature is an object from its own file of :mod:`minipt.training`: what a checkpoint
+saves (:mod:`~.state`), the run's records (:mod:`~.records`), the progress bar (:mod:`~.progress`), the ranks of a
+torchrun job (:mod:`~.distributed`: no-ops in one process) and Ctrl-C (:mod:`~.interrupts`). Anything else a job
+needs is a :class:`Callback` it passes in (e.g. gradual unfreezing). The loop alone sets the modules' modes: the
+model trains, except the modules whose parameters are all frozen, which stay in ``eval()`` (no dropout).
 """
 
 from __future__ import annotations
@@ -196,8 +193,8 @@ def train(
     sampler's, goes into the checkpoints. ``optimizer_groups``: AdamW groups (default: decay / no-decay groups).
     ``resume=True`` continues from ``run_dir/last.pt``. ``callbacks``: :class:`Callback` hooks. Inside
     :func:`minipt.training.interrupts.deferred` (the jobs call ``train`` there), Ctrl-C or SIGTERM stops the loop at
-    the start of the next step: ``last.pt`` is saved (after at least one step) and
-    :class:`~minipt.training.interrupts.Interrupted` is raised.
+    the start of the next step (under torchrun, every rank at the same step): ``last.pt`` is saved (after at least
+    one step) and :class:`~minipt.training.interrupts.Interrupted` is raised.
     """
     config.check()
     device, run_dir = resolve_device(config.device), Path(run_dir)
@@ -217,12 +214,10 @@ def train(
     evaluation, stopped_early = {}, False
 
     while loop.step < config.steps and not stopped_early:
-        if interrupts.pending() is not None:  # Ctrl-C or SIGTERM during interrupts.deferred(): stop here, whole
+        signum = distributed.agreed_signal(interrupts.pending())  # every rank of a torchrun job asks
+        if signum is not None:  # Ctrl-C or SIGTERM during interrupts.deferred(): stop here, between two steps
             progress.close()
-            saved = loop.step >= 1
-            if saved:
-                state.save(run_dir / "last.pt")
-            raise interrupts.Interrupted(interrupts.pending(), step=loop.step, saved=saved, run_dir=run_dir)
+            state.stop(run_dir / "last.pt", signum)  # saves last.pt (after a step) and raises Interrupted
         progress.step_started(loop.tokens_seen)
         for callback in callbacks:
             callback.on_step_start(loop.step, model, optimizer)
@@ -246,6 +241,8 @@ def train(
         elif config.save_every is not None and loop.step % config.save_every == 0:
             state.save(run_dir / "last.pt")
     progress.close()
+    if (signum := distributed.agreed_signal(interrupts.pending())) is not None:
+        interrupts.record(signum)  # it came during the last evaluation: every rank raises it after training
     result = TrainResult(loop.step, loop.tokens_seen, loop.best_metric, loop.best_step, stopped_early, evaluation)
     records.finish(result, loop.elapsed_seconds)  # 5.
     return result

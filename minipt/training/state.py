@@ -15,12 +15,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from torch import nn
 
 from minipt.errors import MiniptError
-from minipt.training import distributed
+from minipt.training import distributed, interrupts
 from minipt.training.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 
 __all__ = ["LoopState", "TrainingState"]
@@ -88,19 +89,21 @@ class TrainingState:
         return {"rng": rng_state(), "data_generator": None if self.generator is None else self.generator.get_state()}
 
     def save(self, path: Path) -> None:
-        """Write a checkpoint (atomically): plain types and tensors only. Under torchrun every rank calls this;
-        rank 0 writes, with the random states of the other ranks under ``"other_ranks"``."""
+        """Write a checkpoint (atomically, and to its end even when Ctrl-C comes meanwhile): plain types and tensors
+        only. Under torchrun every rank calls this; rank 0 writes, with the random states of the other ranks under
+        ``"other_ranks"``."""
         first, *others = distributed.gather(self.random_states())  # one per rank
         if not distributed.is_main():
             return
-        save_checkpoint(path, {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "loop": asdict(self.loop),
-            **first,
-            **({"other_ranks": others} if others else {}),
-        })
+        with interrupts.shielded():  # Ctrl-C now (a second one too) waits until the file is whole
+            save_checkpoint(path, {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "loop": asdict(self.loop),
+                **first,
+                **({"other_ranks": others} if others else {}),
+            })
 
     def restore(self, path: Path) -> None:
         """Load a checkpoint written by :meth:`save` back into the objects and the counters (each rank of a
@@ -119,3 +122,11 @@ class TrainingState:
         if self.generator is not None:
             self.generator.set_state(mine["data_generator"])
         self.loop = self.loop.from_saved(checkpoint["loop"])
+
+    def stop(self, last_path: Path, signum: int) -> NoReturn:
+        """Between two steps, after Ctrl-C or SIGTERM: save ``last.pt`` (when a step was taken) and raise
+        :class:`~minipt.training.interrupts.Interrupted`."""
+        saved = self.loop.step >= 1
+        if saved:
+            self.save(last_path)
+        raise interrupts.Interrupted(signum, step=self.loop.step, saved=saved, run_dir=last_path.parent)
