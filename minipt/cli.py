@@ -391,7 +391,7 @@ def interrupted_message(stop: interrupts.Interrupted) -> str:
     from minipt.training.checkpoint import load_checkpoint
 
     step = load_checkpoint(run / "last.pt", mmap=True)["loop"]["step"]
-    return (f"interrupted ({stop.name}) a second time, so it stopped at once; last.pt holds step {step}; continue "
+    return (f"interrupted ({stop.name}) a third time, so it stopped at once; last.pt holds step {step}; continue "
             f"with: {resume}")
 
 

@@ -166,16 +166,16 @@ def test_a_diverged_run_and_a_bad_device_leave_no_folder(tmp_path, corpus, capsy
             assert not run.exists()
 
 
-class Twice(Callback):
-    """At the start of step ``step``: Ctrl-C, and a second Ctrl-C right after it (during that step)."""
+class Repeated(Callback):
+    """At the start of step ``step``: Ctrl-C ``times`` times in a row (during that step)."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, times: int) -> None:
+        self.step, self.times = step, times
 
     def on_step_start(self, step, model, optimizer) -> None:
         if step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGINT)
 
 
 def with_callbacks(monkeypatch, module, *added: Callback) -> None:
@@ -186,15 +186,16 @@ def with_callbacks(monkeypatch, module, *added: Callback) -> None:
 
 
 def test_a_second_ctrl_c_during_the_checkpoint_write_lets_it_finish(tmp_path, corpus, capsys, monkeypatch):
-    """Ctrl-C at step 3; the loop stops after step 4 and writes the run's first last.pt; a second Ctrl-C comes in the
-    middle of that write. The write finishes, the folder stays, and the message is the usual one line."""
+    """Ctrl-C at step 3; the loop stops after step 4 and writes the run's first last.pt; a second and a third Ctrl-C
+    come in the middle of that write. The write finishes, the folder stays, and the message is the usual one line."""
     run = tmp_path / "run"
     with_callbacks(monkeypatch, minipt.jobs.pretrain, SignalAt(3, signal.SIGINT))
     real_write = minipt.training.checkpoint.write_atomic
 
     def write_interrupted(path, content, **kw):
         def content_and_a_signal(file):
-            os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while the checkpoint is being written
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C twice more, while the checkpoint is being written
+            os.kill(os.getpid(), signal.SIGINT)
             content(file)
 
         real_write(path, content_and_a_signal, **kw)
@@ -209,19 +210,29 @@ def test_a_second_ctrl_c_during_the_checkpoint_write_lets_it_finish(tmp_path, co
     assert not list(run.glob(".*tmp*")) and not (run / ".lock").exists()
 
 
+def test_ctrl_c_pressed_twice_mid_step_still_saves_that_step(tmp_path, corpus, capsys, monkeypatch):
+    """Two Ctrl-C in step 3 (index 2), before the first evaluation: the step ends, is saved, the folder stays."""
+    run = tmp_path / "run"
+    with_callbacks(monkeypatch, minipt.jobs.pretrain, Repeated(2, times=2))
+    assert main(["pretrain", "--out", str(run), "--corpus", str(corpus), *TINY, "--steps", "50", "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == (f"minipt pretrain: interrupted at step 3; last.pt saved; continue "
+                                               f"with: minipt pretrain --resume {run}")
+    assert load_checkpoint(run / "last.pt")["loop"]["step"] == 3
+
+
 @pytest.mark.parametrize("step, kept", [(5, True), (2, False)])
-def test_a_second_ctrl_c_mid_step_stops_at_once_and_only_a_run_without_last_pt_goes(tmp_path, corpus, capsys,
-                                                                                   monkeypatch, step, kept):
-    """Two Ctrl-C in step ``step``: the run stops at once, nothing more is saved. With a last.pt (of the evaluation
+def test_a_third_ctrl_c_mid_step_stops_at_once_and_only_a_run_without_last_pt_goes(tmp_path, corpus, capsys,
+                                                                                  monkeypatch, step, kept):
+    """Three Ctrl-C in step ``step``: the run stops at once, nothing more is saved. With a last.pt (of the evaluation
     at step 4) the folder stays and the message says which step last.pt holds; without one the folder goes."""
     run = tmp_path / "run"
-    with_callbacks(monkeypatch, minipt.jobs.pretrain, Twice(step))
+    with_callbacks(monkeypatch, minipt.jobs.pretrain, Repeated(step, times=3))
     status = main(["pretrain", "--out", str(run), "--corpus", str(corpus), *TINY, "--steps", "50", "--eval-every",
                    "4", "--quiet"])
     assert status == 130
     err = capsys.readouterr().err.strip()
     if kept:
-        assert err == (f"minipt pretrain: interrupted (SIGINT) a second time, so it stopped at once; last.pt holds "
+        assert err == (f"minipt pretrain: interrupted (SIGINT) a third time, so it stopped at once; last.pt holds "
                        f"step 4; continue with: minipt pretrain --resume {run}")
         assert load_checkpoint(run / "last.pt")["loop"]["step"] == 4 and (run / "best.pt").exists()
     else:

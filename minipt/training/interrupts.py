@@ -11,14 +11,15 @@ job's time) ends the process at once, with nothing saved. So:
   signal;
 * inside :func:`deferred` (the jobs run the training loop there) a signal is only *recorded*; the loop calls
   :func:`pending` at the start of every step, where the state is whole, saves ``last.pt`` there and raises
-  :class:`Interrupted` itself. A second signal does not wait for the end of the step: it raises at once. A signal
-  that came after the loop's last look (during the last evaluation) is raised when the block ends, marked
-  ``after_training``;
-* a checkpoint write runs inside :func:`shielded`: whatever comes meanwhile (a second Ctrl-C too) is recorded and
+  :class:`Interrupted` itself. A second signal waits as well (Ctrl-C pressed twice in a hurry must not cost the
+  step, or a whole run that has no ``last.pt`` yet); a third one does not wait: it raises at once, and only the
+  ``last.pt`` saved before is kept. A signal that came after the loop's last look (during the last evaluation) is
+  raised when the block ends, marked ``after_training``;
+* a checkpoint write runs inside :func:`shielded`: whatever comes meanwhile (a third Ctrl-C too) is recorded and
   acted on once the file is whole, so a write is never cut in half;
-* under torchrun (:func:`ranks_stop_together`) a second signal does not stop a rank at once either: the ranks agree
-  at the start of every step, so that all of them stop at the same step (the launcher forwards the signal it gets,
-  and a terminal's Ctrl-C reaches every rank as well, so two signals are the rule there).
+* under torchrun (:func:`ranks_stop_together`) no signal stops a rank at once: the ranks agree at the start of every
+  step, so that all of them stop at the same step (the launcher forwards the signal it gets, and a terminal's Ctrl-C
+  reaches every rank as well, so several signals are the rule there).
 
 :func:`in_run` tells an :class:`Interrupted` which run folder and job it stopped, so that the message can say what
 is on disk. This module imports only the standard library: the command installs it before importing torch.
@@ -39,7 +40,8 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[int] = []  # the signals recorded and not yet acted on (the first one counts)
 _shield = [0]  # how many shielded() blocks are open (checkpoint writes)
 _deferring = [False]  # inside deferred(): signals wait for the loop
-_together = [False]  # one rank of a torchrun job: a second signal waits too
+_together = [False]  # one rank of a torchrun job: every signal waits
+WAITING = 2  # inside deferred(), the first two signals wait for the loop; the third raises at once
 
 
 class Interrupted(KeyboardInterrupt):
@@ -66,8 +68,8 @@ class Interrupted(KeyboardInterrupt):
 
 def _handle(signum: int, frame: object) -> None:
     """The one handler: record the signal, and raise :class:`Interrupted` unless it must wait (a checkpoint is
-    being written; or inside :func:`deferred`, for the first signal, and under torchrun for every one)."""
-    waits = _shield[0] > 0 or (_deferring[0] and (not _received or _together[0]))
+    being written; or inside :func:`deferred`, for the first two signals, and under torchrun for every one)."""
+    waits = _shield[0] > 0 or (_deferring[0] and (len(_received) < WAITING or _together[0]))
     _received.append(signum)
     if not waits:
         _received.clear()
@@ -143,7 +145,7 @@ def shielded() -> Iterator[None]:
 
 @contextmanager
 def ranks_stop_together() -> Iterator[None]:
-    """During the body this process is one rank of a torchrun job: a second signal waits like the first one."""
+    """During the body this process is one rank of a torchrun job: every signal waits like the first one."""
     _together[0] = True
     try:
         yield
