@@ -175,6 +175,21 @@ def test_early_stopping_with_a_higher_is_better_metric(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "best.pt")["loop"]["step"] == 4
 
 
+def test_resuming_a_run_that_stopped_early_trains_no_further(tmp_path):
+    """A finetuning run interrupted while its test split was scored is resumed: if it had stopped early, the loop
+    must not take the steps patience saved."""
+    settings = dict(steps=40, eval_every=4, patience=1, monitor="constant", mode="max")
+    flat = {"val_loss": 1.0, "constant": 0.5}  # never improves after the first evaluation
+    next_batch, generator = make_sampler()
+    first = train(tiny_model(), next_batch=next_batch, loss_fn=lm_loss, evaluate=lambda model: flat,
+                  config=config(**settings), run_dir=tmp_path / "run", generator=generator)
+    assert first.stopped_early and first.step == 8
+    again = train(tiny_model(), next_batch=next_batch, loss_fn=lm_loss, evaluate=lambda model: flat,
+                  config=config(**settings), run_dir=tmp_path / "run", generator=generator, resume=True)
+    assert (again.step, again.stopped_early, again.best_step) == (8, True, 4)
+    assert [record["step"] for record in metrics(tmp_path / "run")] == [4, 8]
+
+
 def test_frozen_modules_stay_in_eval_mode(tmp_path):
     """A fully frozen layer must get no dropout: its output is then the same with the layer in eval mode."""
     model = tiny_model()

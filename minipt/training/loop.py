@@ -211,7 +211,7 @@ def train(
     loop = state.loop
     progress = Progress(config.steps, loop.step, loop.tokens_seen, loop.elapsed_seconds, shown=config.progress)
     parallel = distributed.DataParallel(model, loss_fn)  # under torchrun: DDP averages the ranks' gradients
-    evaluation, stopped_early = {}, False
+    evaluation, stopped_early = {}, loop.out_of_patience(config.patience)  # resuming a run that stopped early
 
     while loop.step < config.steps and not stopped_early:
         signum = distributed.agreed_signal(interrupts.pending())  # every rank of a torchrun job asks
