@@ -11,15 +11,17 @@
 The options of ``pretrain``, ``finetune`` and ``demo`` are generated from the fields of their config dataclasses
 (:func:`add_settings`), so ``--help`` shows each setting's own help text and default.
 
-User mistakes (a bad flag value, a missing file) end in one line on stderr and exit status 2, never a traceback.
-Ctrl-C (SIGINT) or SIGTERM ends a command with one line and status 130 or 143 (:mod:`minipt.training.interrupts`); a
-training run stopped that way saves ``last.pt`` first and says how to continue it.
+User mistakes (a bad flag value, a missing file) end in one line on stderr and exit status 2, never a traceback
+(under torchrun, rank 0 alone prints it). Ctrl-C (SIGINT) or SIGTERM ends a command with one line and status 130 or
+143 (:mod:`minipt.training.interrupts`), from the first moment on; a training run stopped that way saves ``last.pt``
+first, and the line says exactly what the run folder holds and how to continue it.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, fields
@@ -371,42 +373,61 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def interrupted_message(stop: interrupts.Interrupted) -> str:
-    """What an interrupted command tells: the step reached and how to continue, or that nothing was kept."""
-    if stop.saved and stop.run_dir is not None:
-        from minipt.runs.folder import read_config
+    """What an interrupted command tells: exactly what its run folder holds now, and how to continue."""
+    run = stop.run_dir
+    if run is None:
+        return f"interrupted ({stop.name}); nothing was saved"
+    if not (run / "last.pt").exists():
+        kept = f"{run} was left empty" if run.exists() else "no run folder was kept"
+        return f"interrupted ({stop.name}) before the first checkpoint; nothing to continue, so {kept}"
+    resume = f"minipt {stop.job} --resume {run}"
+    if stop.after_training and stop.job == "finetune":
+        return (f"interrupted ({stop.name}) after the last training step, before the test split was scored; best.pt "
+                f"and last.pt are saved; score it (report, summary.json) with: {resume}")
+    if stop.after_training:
+        return f"interrupted ({stop.name}) after the last step; the run is complete"
+    if stop.saved:
+        return f"interrupted at step {stop.step}; last.pt saved; continue with: {resume}"
+    from minipt.training.checkpoint import load_checkpoint
 
-        job = "finetune" if "classifier" in read_config(stop.run_dir) else "pretrain"
-        return (f"interrupted at step {stop.step}; last.pt saved; continue with: minipt {job} --resume "
-                f"{stop.run_dir}")
-    if stop.run_dir is not None and not stop.run_dir.exists():
-        return "interrupted before the first step; nothing to continue, so no run folder was kept"
-    return f"interrupted ({stop}); nothing was saved"
+    step = load_checkpoint(run / "last.pt", mmap=True)["loop"]["step"]
+    return (f"interrupted ({stop.name}) a third time, so it stopped at once; last.pt holds step {step}; continue "
+            f"with: {resume}")
+
+
+def report(line: str) -> None:
+    """Print ``line`` on stderr; under torchrun only rank 0 does (every rank meets the same mistake)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 or os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``minipt ARGS``; returns the exit status (0 ok, 1 the job failed, 2 a user mistake)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits with status 2 on an unknown flag or a bad type
-    if args.command is None:
-        parser.print_help()
-        return 0
-    from minipt.training import distributed
-
+    """Run ``minipt ARGS``; returns the exit status (0 ok, 1 the job failed, 2 a user mistake, 130 or 143 Ctrl-C or
+    SIGTERM)."""
+    command = "minipt"
     try:
-        # one rank of a torchrun job (or nothing), with Ctrl-C and SIGTERM turned into Interrupted
-        with interrupts.signals_raise(), distributed.launched(args.command):
-            return args.run(args)
+        with interrupts.signals_raise():  # first: Ctrl-C while torch is imported is one line too
+            parser = build_parser()
+            args = parser.parse_args(argv)  # argparse itself exits with status 2 on an unknown flag or a bad type
+            if args.command is None:
+                parser.print_help()
+                return 0
+            command = f"minipt {args.command}"
+            from minipt.training import distributed
+
+            with distributed.launched(args.command):  # one rank of a torchrun job (or nothing)
+                return args.run(args)
     except interrupts.Interrupted as stop:  # Ctrl-C or SIGTERM: one line, no traceback, status 130 or 143
         message = interrupted_message(stop)
-        if args.command == "demo" and Path(getattr(args, "out", "demo")).exists():  # the demo cannot continue
+        if command == "minipt demo" and Path(getattr(args, "out", "demo")).exists():  # the demo cannot continue
             message += f"; the demo itself starts over: remove {getattr(args, 'out', 'demo')} or choose another --out"
-        print(f"minipt {args.command}: {message}", file=sys.stderr)
+        report(f"{command}: {message}")
         return stop.exit_status
     except (TrainingDivergedError, RankLostError) as error:  # first: MiniptErrors too, but the job failed
-        print(f"minipt {args.command}: error: {error}", file=sys.stderr)
+        report(f"{command}: error: {error}")
         return EXIT_FAILED
     except ValueError as error:  # every minipt input error is a MiniptError (a ValueError), one line long
-        print(f"minipt {args.command}: error: {error}", file=sys.stderr)
+        report(f"{command}: error: {error}")
         return EXIT_USAGE
 
 

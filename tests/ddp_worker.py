@@ -16,12 +16,17 @@ Together the two ranks run, on gloo:
 4. ``pretrain_cli``: ``minipt pretrain`` on the text file ``CORPUS``, 4 steps, then ``--resume`` from step 2.
 
 Rank 0 writes every run folder into ``OUT``.
+
+``python tests/ddp_worker.py --signal-at STEP SIGNUM RANKS -- ARGS`` is one rank of ``minipt ARGS`` (started by
+``tests/test_interrupts.py`` with torchrun's variables) that sends itself ``SIGNUM`` twice at the start of step
+``STEP`` when its rank is in ``RANKS`` (comma-separated): a terminal's Ctrl-C and the launcher forwarding it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -148,5 +153,31 @@ def run_scenarios(out: Path, run: Path, task: Path, corpus: Path) -> None:
     dist.destroy_process_group()
 
 
+class SignalTwiceAt(Callback):
+    """At the start of step ``step``, send this process ``signum`` twice (as a terminal's Ctrl-C reaches every rank
+    and torchrun forwards the one it got)."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step, self.signum = step, signum
+
+    def on_step_start(self, step, model, optimizer):
+        if step == self.step:
+            os.kill(os.getpid(), self.signum)
+            os.kill(os.getpid(), self.signum)
+
+
+def signal_then_run(step: str, signum: str, ranks: str, argv: list[str]) -> int:
+    """``minipt ARGV`` (pretrain) with :class:`SignalTwiceAt` on the ranks listed in ``ranks``."""
+    import minipt.jobs.pretrain
+
+    real_train = minipt.jobs.pretrain.train
+    if os.environ["RANK"] in ranks.split(","):
+        signals = [SignalTwiceAt(int(step), int(signum))]
+        minipt.jobs.pretrain.train = lambda *args, **kwargs: real_train(*args, **kwargs, callbacks=signals)
+    return minipt_main(argv)
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--signal-at":
+        sys.exit(signal_then_run(*sys.argv[2:5], argv=sys.argv[6:]))
     run_scenarios(*(Path(argument) for argument in sys.argv[1:5]))

@@ -12,12 +12,14 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 import minipt.jobs.pretrain
+import minipt.training.checkpoint
 from minipt.cli import main
 from minipt.runs.folder import new_run_dir, write_atomic
 from minipt.training.checkpoint import load_checkpoint
@@ -117,13 +119,17 @@ def test_sigterm_mid_run_saves_that_step_and_resume_is_bit_identical(tmp_path, c
 
 
 def test_sigint_before_the_first_step_leaves_no_folder(tmp_path):
-    """The corpus is a named pipe nobody writes: the run waits for it before its first step, and Ctrl-C comes."""
+    """The corpus is a named pipe: the run is reading it (our open returns once it opened the other end) before its
+    first step when Ctrl-C comes."""
     fifo, run = tmp_path / "corpus.txt", tmp_path / "run"
     os.mkfifo(fifo)
     process = start("pretrain", "--out", str(run), "--corpus", str(fifo), *TINY, "--steps", "10")
-    status, _, err = signal_after(process, "minipt pretrain: writing the run into", signal.SIGINT)
-    assert status == 130, err
-    assert err.strip() == "minipt pretrain: interrupted (SIGINT); nothing was saved"
+    with fifo.open("w"):  # blocks until the run opens the pipe to read the corpus
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.strip() == ("minipt pretrain: interrupted (SIGINT) before the first checkpoint; nothing to continue, "
+                           "so no run folder was kept")
     assert not run.exists()
 
 
@@ -140,7 +146,7 @@ def test_a_run_stopped_before_last_pt_removes_what_it_created(tmp_path):
     assert empty.is_dir() and not any(empty.iterdir())  # it was the user's (empty) folder: emptied, kept
     kept = tmp_path / "kept"
     with pytest.raises(Interrupted), new_run_dir(kept):
-        kept.mkdir()
+        kept.mkdir(exist_ok=True)
         (kept / "last.pt").write_bytes(b"x")
         raise Interrupted(signal.SIGTERM)
     assert (kept / "last.pt").exists()  # resumable: it stays
@@ -158,6 +164,284 @@ def test_a_diverged_run_and_a_bad_device_leave_no_folder(tmp_path, corpus, capsy
             assert main([*command, "--out", str(run), "--device", "cuda"]) == 2
             assert "no CUDA GPU" in capsys.readouterr().err
             assert not run.exists()
+
+
+class Repeated(Callback):
+    """At the start of step ``step``: Ctrl-C ``times`` times in a row (during that step)."""
+
+    def __init__(self, step: int, times: int) -> None:
+        self.step, self.times = step, times
+
+    def on_step_start(self, step, model, optimizer) -> None:
+        if step == self.step:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+def with_callbacks(monkeypatch, module, *added: Callback) -> None:
+    """Every ``train`` of ``module``'s job runs with the callbacks ``added`` too."""
+    real_train = module.train
+    monkeypatch.setattr(module, "train", lambda *a, callbacks=(), **kw: real_train(*a, **kw, callbacks=[
+        *added, *callbacks]))
+
+
+def test_a_second_ctrl_c_during_the_checkpoint_write_lets_it_finish(tmp_path, corpus, capsys, monkeypatch):
+    """Ctrl-C at step 3; the loop stops after step 4 and writes the run's first last.pt; a second and a third Ctrl-C
+    come in the middle of that write. The write finishes, the folder stays, and the message is the usual one line."""
+    run = tmp_path / "run"
+    with_callbacks(monkeypatch, minipt.jobs.pretrain, SignalAt(3, signal.SIGINT))
+    real_write = minipt.training.checkpoint.write_atomic
+
+    def write_interrupted(path, content, **kw):
+        def content_and_a_signal(file):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C twice more, while the checkpoint is being written
+            os.kill(os.getpid(), signal.SIGINT)
+            content(file)
+
+        real_write(path, content_and_a_signal, **kw)
+
+    monkeypatch.setattr(minipt.training.checkpoint, "write_atomic", write_interrupted)
+    status = main(["pretrain", "--out", str(run), "--corpus", str(corpus), *TINY, "--steps", "50", "--eval-every",
+                   "50", "--quiet"])
+    assert status == 130
+    assert capsys.readouterr().err.strip() == (f"minipt pretrain: interrupted at step 4; last.pt saved; continue "
+                                               f"with: minipt pretrain --resume {run}")
+    assert load_checkpoint(run / "last.pt")["loop"]["step"] == 4
+    assert not list(run.glob(".*tmp*")) and not (run / ".lock").exists()
+
+
+def test_ctrl_c_pressed_twice_mid_step_still_saves_that_step(tmp_path, corpus, capsys, monkeypatch):
+    """Two Ctrl-C in step 3 (index 2), before the first evaluation: the step ends, is saved, the folder stays."""
+    run = tmp_path / "run"
+    with_callbacks(monkeypatch, minipt.jobs.pretrain, Repeated(2, times=2))
+    assert main(["pretrain", "--out", str(run), "--corpus", str(corpus), *TINY, "--steps", "50", "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == (f"minipt pretrain: interrupted at step 3; last.pt saved; continue "
+                                               f"with: minipt pretrain --resume {run}")
+    assert load_checkpoint(run / "last.pt")["loop"]["step"] == 3
+
+
+@pytest.mark.parametrize("step, kept", [(5, True), (2, False)])
+def test_a_third_ctrl_c_mid_step_stops_at_once_and_only_a_run_without_last_pt_goes(tmp_path, corpus, capsys,
+                                                                                  monkeypatch, step, kept):
+    """Three Ctrl-C in step ``step``: the run stops at once, nothing more is saved. With a last.pt (of the evaluation
+    at step 4) the folder stays and the message says which step last.pt holds; without one the folder goes."""
+    run = tmp_path / "run"
+    with_callbacks(monkeypatch, minipt.jobs.pretrain, Repeated(step, times=3))
+    status = main(["pretrain", "--out", str(run), "--corpus", str(corpus), *TINY, "--steps", "50", "--eval-every",
+                   "4", "--quiet"])
+    assert status == 130
+    err = capsys.readouterr().err.strip()
+    if kept:
+        assert err == (f"minipt pretrain: interrupted (SIGINT) a third time, so it stopped at once; last.pt holds "
+                       f"step 4; continue with: minipt pretrain --resume {run}")
+        assert load_checkpoint(run / "last.pt")["loop"]["step"] == 4 and (run / "best.pt").exists()
+    else:
+        assert err == ("minipt pretrain: interrupted (SIGINT) before the first checkpoint; nothing to continue, so no "
+                       "run folder was kept")
+        assert not run.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# After the last step: finetune's test scoring
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """A tiny pretraining run and a labelled file beside it (``task.csv``)."""
+    folder = tmp_path_factory.mktemp("pretrained")
+    (folder / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    rows = ["text,label"] + [f"to be or not {i % 7} to be,be" for i in range(12)]
+    rows += [f"whether tis nobler {i % 5} in the mind,mind" for i in range(12)]
+    (folder / "task.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with torch.random.fork_rng():
+        assert main(["pretrain", "--out", str(folder / "run"), "--corpus", str(folder / "corpus.txt"), *TINY,
+                     "--steps", "2", "--eval-every", "2", "--quiet"]) == 0
+    return folder
+
+
+def finetune_args(pretrained: Path, out: Path) -> list[str]:
+    return ["finetune", "--from", str(pretrained / "run"), "--task", str(pretrained / "task.csv"), "--epochs", "2",
+            "--batch-size", "8", "--device", "cpu", "--threads", "1", "--quiet", "--out", str(out)]
+
+
+class SignalAfterTraining:
+    """Replaces a function of the finetuning job: Ctrl-C at ``when`` — "end" of ``train`` (during the last
+    evaluation: the loop has looked for a signal for the last time) or "start" of the test scoring."""
+
+    def __init__(self, real, when: str) -> None:
+        self.real, self.when = real, when
+
+    def __call__(self, *args, **kwargs):
+        if self.when == "start":
+            os.kill(os.getpid(), signal.SIGINT)
+        result = self.real(*args, **kwargs)
+        if self.when == "end":
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+
+@pytest.mark.parametrize("when", ["during the last evaluation", "during the test scoring"])
+def test_ctrl_c_after_the_last_step_leaves_a_run_that_resume_finishes(tmp_path, pretrained, capsys, monkeypatch,
+                                                                      when):
+    import minipt.jobs.finetune as job
+
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    assert main(finetune_args(pretrained, straight)) == 0
+    name, hook = ("train", "end") if when.endswith("evaluation") else ("score_best_checkpoint", "start")
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(job, name, SignalAfterTraining(getattr(job, name), hook))
+        assert main(finetune_args(pretrained, run)) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"minipt finetune: interrupted (SIGINT) after the last training step, before the test split was scored; "
+        f"best.pt and last.pt are saved; score it (report, summary.json) with: minipt finetune --resume {run}")
+    assert (run / "best.pt").exists() and not (run / "classification_report.txt").exists()
+    assert "test_accuracy" not in json.loads((run / "summary.json").read_text())
+    assert main(["finetune", "--resume", str(run), "--quiet"]) == 0
+    summary, expected = (json.loads((folder / "summary.json").read_text()) for folder in (run, straight))
+    assert [summary[key] for key in ("test_accuracy", "test_macro_f1")] == [expected[key] for key in (
+        "test_accuracy", "test_macro_f1")]
+    assert (run / "classification_report.txt").read_text() == (straight / "classification_report.txt").read_text()
+    assert main(["finetune", "--resume", str(run), "--quiet"]) == 2  # now it is finished
+    assert "the run is finished" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_pretrainings_last_evaluation_says_the_run_is_complete(tmp_path, corpus, capsys, monkeypatch):
+    run = tmp_path / "run"
+    monkeypatch.setattr(minipt.jobs.pretrain, "train", SignalAfterTraining(minipt.jobs.pretrain.train, "end"))
+    assert main(["pretrain", "--out", str(run), "--corpus", str(corpus), *TINY, "--steps", "3", "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == ("minipt pretrain: interrupted (SIGINT) after the last step; the run is "
+                                               "complete")
+    assert json.loads((run / "summary.json").read_text())["step"] == 3
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Starting: Ctrl-C while Python imports minipt and torch
+# ----------------------------------------------------------------------------------------------------------
+
+SIGNAL_ON_IMPORT = """
+import os, signal, sys
+class SignalOnImport:  # Ctrl-C exactly when `import {module}` starts
+    def find_spec(self, name, path=None, target=None):
+        if name == "{module}":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, SignalOnImport())
+sys.argv = ["minipt", "list"]
+from minipt.__main__ import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("module, line", [
+    ("minipt.cli", "minipt: interrupted while starting; nothing was done"),  # before minipt's handlers are in place
+    ("torch", "minipt: interrupted (SIGINT); nothing was saved"),  # after
+])
+def test_ctrl_c_while_importing_is_one_line(module, line):
+    process = subprocess.run([sys.executable, "-c", SIGNAL_ON_IMPORT.format(module=module)], capture_output=True,
+                             text=True, timeout=120)
+    assert (process.returncode, process.stderr.strip()) == (130, line), process.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One process per run
+# ----------------------------------------------------------------------------------------------------------
+
+HOLD_LOCK = """
+import sys
+from minipt.runs.folder import lock_run
+with lock_run(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_run_is_locked_while_it_runs_and_a_stale_lock_does_not_block(tmp_path, corpus, pretrained, capsys,
+                                                                      monkeypatch):
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:  # an unfinished run: stopped at step 4 of 12
+        with_callbacks(patch, minipt.jobs.pretrain, SignalAt(3, signal.SIGINT))
+        assert main(["pretrain", "--out", str(run), "--corpus", str(corpus), *TINY, "--steps", "12", "--quiet"]) == 130
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "locked\n"
+    capsys.readouterr()
+    in_use = f"{run} is in use by another minipt process (pid {holder.pid}); one process per run"
+    for command in (["pretrain", "--resume", str(run)], ["finetune", "--resume", str(run)],
+                    ["pretrain", "--out", str(run), "--corpus", str(corpus), *TINY],
+                    finetune_args(pretrained, run)):
+        assert main([*command, "--quiet"] if "--quiet" not in command else command) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and in_use in err, err
+    holder.kill()  # SIGKILL: its lock file stays behind, the kernel released the lock itself
+    holder.wait()
+    assert (run / ".lock").read_text().strip() == str(holder.pid)
+    assert main(["pretrain", "--resume", str(run), "--quiet"]) == 0
+    assert load_checkpoint(run / "last.pt")["loop"]["step"] == 12 and not (run / ".lock").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# torchrun: every rank stops at the same step
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_under_torchrun_every_rank_stops_at_the_same_step_and_rank_0_saves_it(tmp_path, corpus):
+    """Two gloo ranks; only rank 1 gets SIGTERM (twice) at the start of step 3 (index). Both stop at step 4, rank 0
+    saves last.pt of step 4, both exit with 143, and rank 0 alone prints one line."""
+    from test_distributed import WORKER, finish, start_ranks
+
+    run = tmp_path / "run"
+    ranks = start_ranks([str(WORKER), "--signal-at", "3", str(int(signal.SIGTERM)), "1", "--", "pretrain", "--out",
+                         str(run), "--corpus", str(corpus), *TINY, "--steps", "50", "--eval-every", "50", "--quiet"])
+    (out0, err0), (out1, err1) = (finish(rank, ranks) for rank in ranks)
+    assert [rank.returncode for rank in ranks] == [143, 143], err0[-2000:] + err1[-2000:]
+    assert err0.strip() == (f"minipt pretrain: interrupted at step 4; last.pt saved; continue with: minipt pretrain "
+                            f"--resume {run}")
+    assert err1 == ""
+    checkpoint = load_checkpoint(run / "last.pt")
+    assert checkpoint["loop"]["step"] == 4 and len(checkpoint["other_ranks"]) == 1
+
+
+def test_under_torchrun_bad_input_is_one_line_and_status_2(tmp_path, corpus):
+    from test_distributed import finish, start_ranks
+
+    ranks = start_ranks(["-m", "minipt", "pretrain", "--out", str(tmp_path / "run"), "--corpus", str(corpus), *TINY,
+                         "--steps", "2", "--warmup", "5", "--quiet"])
+    (_, err0), (_, err1) = (finish(rank, ranks) for rank in ranks)
+    assert [rank.returncode for rank in ranks] == [2, 2]
+    assert err0.strip() == "minipt pretrain: error: --warmup (5) must be smaller than --steps (2)" and err1 == ""
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_to_torchruns_process_group_stops_the_ranks_within_seconds(tmp_path, corpus):
+    """A terminal's Ctrl-C reaches torchrun and both ranks, and torchrun forwards it once more: every rank stops at
+    the same step, rank 0 saves it and says so once, long before torchrun's 30 s grace period would kill them."""
+    from test_distributed import LAUNCH_TIMEOUT, child_env
+
+    run = tmp_path / "run"
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                 "2", "-m", "minipt", "pretrain", "--out", str(run), "--corpus", str(corpus), *TINY,
+                                 "--steps", "100000", "--eval-every", "5", "--quiet"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                                start_new_session=True)
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    while not (run / "last.pt").exists() and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # waiting for the first checkpoint (step 5), not timing the signal
+    os.killpg(launcher.pid, signal.SIGINT)
+    signalled = time.monotonic()
+    try:
+        _, err = launcher.communicate(timeout=LAUNCH_TIMEOUT)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert time.monotonic() - signalled < 25, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("minipt pretrain:")]
+    step = load_checkpoint(run / "last.pt")["loop"]["step"]
+    assert lines == [f"minipt pretrain: interrupted at step {step}; last.pt saved; continue with: minipt pretrain "
+                     f"--resume {run}"], err[-3000:]
+    assert "lost contact" not in err and "Traceback" not in err.split("minipt pretrain:")[0]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import json
 import math
 import multiprocessing
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,9 @@ import torch
 
 from minipt.errors import MiniptError, TrainingDivergedError
 from minipt.models import TransformerLM
-from minipt.training.checkpoint import load_checkpoint
+from minipt.training.checkpoint import load_checkpoint, save_checkpoint
 from minipt.training.loop import Callback, TrainConfig, count_tokens, resolve_device, train
+from minipt.training.state import LoopState
 
 
 @pytest.fixture(autouse=True)
@@ -173,6 +175,21 @@ def test_early_stopping_with_a_higher_is_better_metric(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "best.pt")["loop"]["step"] == 4
 
 
+def test_resuming_a_run_that_stopped_early_trains_no_further(tmp_path):
+    """A finetuning run interrupted while its test split was scored is resumed: if it had stopped early, the loop
+    must not take the steps patience saved."""
+    settings = dict(steps=40, eval_every=4, patience=1, monitor="constant", mode="max")
+    flat = {"val_loss": 1.0, "constant": 0.5}  # never improves after the first evaluation
+    next_batch, generator = make_sampler()
+    first = train(tiny_model(), next_batch=next_batch, loss_fn=lm_loss, evaluate=lambda model: flat,
+                  config=config(**settings), run_dir=tmp_path / "run", generator=generator)
+    assert first.stopped_early and first.step == 8
+    again = train(tiny_model(), next_batch=next_batch, loss_fn=lm_loss, evaluate=lambda model: flat,
+                  config=config(**settings), run_dir=tmp_path / "run", generator=generator, resume=True)
+    assert (again.step, again.stopped_early, again.best_step) == (8, True, 4)
+    assert [record["step"] for record in metrics(tmp_path / "run")] == [4, 8]
+
+
 def test_frozen_modules_stay_in_eval_mode(tmp_path):
     """A fully frozen layer must get no dropout: its output is then the same with the layer in eval mode."""
     model = tiny_model()
@@ -293,6 +310,30 @@ def test_resume_continues_exactly(tmp_path):
     for p_straight, p_resumed in zip(straight.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(p_straight, p_resumed)
     assert without_timing(metrics(tmp_path / "straight")) == without_timing(metrics(tmp_path / "resumed"))
+
+
+def crash():
+    raise SimulatedCrashError
+
+
+def test_a_checkpoint_missing_a_counter_or_with_an_extra_one_still_resumes(tmp_path):
+    """The loop state is read back by name: an older checkpoint without a counter (it starts at its default) or a
+    newer one with a counter this minipt does not know (ignored) resumes, and the run ends as an uninterrupted one."""
+    straight, _ = run(tmp_path, "straight", steps=12, eval_every=6)
+    for name, edit in (("older", lambda loop: loop.pop("elapsed_seconds")),
+                       ("newer", lambda loop: loop.update(gradient_norm_sum=3.5))):
+        next_batch, generator = make_sampler()
+        with pytest.raises(SimulatedCrashError):  # stopped in step 7, after last.pt of step 6
+            train(tiny_model(), next_batch=lambda i, nb=next_batch: nb(i) if i < 6 else crash(), loss_fn=lm_loss,
+                  evaluate=lm_evaluate, config=config(steps=12, eval_every=6), run_dir=tmp_path / name,
+                  generator=generator)
+        checkpoint = load_checkpoint(tmp_path / name / "last.pt")
+        edit(checkpoint["loop"])
+        save_checkpoint(tmp_path / name / "last.pt", checkpoint)
+        resumed, result = run(tmp_path, name, seed=99, model=tiny_model(seed=99), resume=True, steps=12, eval_every=6)
+        assert result.step == 12
+        assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters(), strict=True))
+        assert set(load_checkpoint(tmp_path / name / "last.pt")["loop"]) == {field.name for field in fields(LoopState)}
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_checkpoints_intact(tmp_path):

@@ -50,7 +50,7 @@ from minipt.models.heads import POOLINGS
 from minipt.nn import set_fast
 from minipt.plots import plot_confusion_matrix, read_metrics
 from minipt.runs import fingerprints
-from minipt.runs.folder import new_run_dir, read_config, write_config, write_json
+from minipt.runs.folder import lock_run, new_run_dir, read_config, read_json, write_atomic, write_config, write_json
 from minipt.runs.settings import COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, between, check_settings, one_of, setting
 from minipt.training import distributed, frozen_cache, interrupts, strategies
 from minipt.training.checkpoint import load_checkpoint, load_weights
@@ -426,29 +426,33 @@ def finetune(
     ``progress`` shows the training loop's progress bar; ``verbose`` prints the table of trainable parameters
     per layer before training. ``resume=True`` continues the interrupted run in ``run_dir`` from its ``last.pt``
     with its saved settings (``config`` then only supplies ``device`` and ``threads``). A new run that fails or
-    is interrupted before its first ``last.pt`` leaves no folder (:func:`minipt.runs.folder.new_run_dir`).
+    is interrupted before its first ``last.pt`` leaves no folder (:func:`minipt.runs.folder.new_run_dir`); the run
+    folder is locked while the job runs (:func:`minipt.runs.folder.lock_run`: one process per run).
     Under torchrun the ranks share each epoch's examples, rank 0 writes the run, and every rank returns rank 0's
     summary.
     """
     run_dir = Path(run_dir)
-    if resume:
-        config = resumed_config(config, run_dir)
-        config.check()
-        return finetune_run(config, run_dir, progress, verbose, resume=True)
-    config.check()  # the settings and the device, before anything is written
-    with new_run_dir(run_dir):
-        return finetune_run(config, run_dir, progress, verbose, resume=False)
+    with interrupts.in_run(run_dir, "finetune"):  # Ctrl-C: the message says what this run saved
+        if resume:
+            with distributed.on_main(lambda: lock_run(run_dir)):  # one process per run
+                config = resumed_config(config, run_dir)
+                config.check()
+                return finetune_run(config, run_dir, progress, verbose, resume=True)
+        config.check()  # the settings and the device, before anything is written
+        with distributed.on_main(lambda: new_run_dir(run_dir)):  # checked and locked by rank 0
+            return finetune_run(config, run_dir, progress, verbose, resume=False)
 
 
 def resumed_config(config: FinetuneConfig, run_dir: Path) -> FinetuneConfig:
     """The saved settings of the unfinished finetuning run in ``run_dir``, with ``config``'s device and threads;
-    its labelled file must be unchanged."""
+    its labelled file must be unchanged. A run whose training ended but whose test split was not scored (Ctrl-C
+    came then) is unfinished: resuming it scores the test split."""
     saved = read_config(run_dir)
     if "classifier" not in saved:
         raise MiniptError(f"--resume {run_dir} is a pretraining run; continue it with minipt pretrain --resume")
     if not (run_dir / "last.pt").exists():
         raise MiniptError(f"--resume {run_dir}: there is no last.pt to continue from")
-    if (run_dir / "summary.json").exists():
+    if "test_accuracy" in (read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}):
         raise MiniptError(f"--resume {run_dir}: the run is finished (summary.json); start a new one with --out")
     fingerprints.check_unchanged(saved["data"].get("task_file"), saved["finetune"]["task"], f"--resume {run_dir}")
     return FinetuneConfig(**{**saved["finetune"], "device": config.device, "threads": config.threads})
@@ -492,16 +496,17 @@ def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose:
     if config.strategy == "gradual":
         strategies.freeze(model, 0)  # count what trained by the end of the schedule
     trainable_params = model.num_parameters(trainable_only=True)
-    test = score_best_checkpoint(model, run_dir, data, config.task)
-    summary = {
-        **summary_of(result, run_dir, data, test, config),
-        "trainable_params": trainable_params,
-        "total_params": model.num_parameters(),
-        "parameter_table": table,
-        "wall_seconds": wall_seconds,
-        "seconds_per_step": wall_seconds / max(result.step, 1),
-    }
-    write_json(run_dir / "summary.json", summary)
+    with interrupts.after_training():  # Ctrl-C now keeps best.pt and last.pt: --resume scores the test split
+        test = score_best_checkpoint(model, run_dir, data, config.task)
+        summary = {
+            **summary_of(result, run_dir, data, test, config),
+            "trainable_params": trainable_params,
+            "total_params": model.num_parameters(),
+            "parameter_table": table,
+            "wall_seconds": wall_seconds,
+            "seconds_per_step": wall_seconds / max(result.step, 1),
+        }
+        write_json(run_dir / "summary.json", summary)
     return distributed.broadcast(summary)
 
 
@@ -538,7 +543,7 @@ def summary_of(result: TrainResult, run_dir: Path, data: FinetuneData, test: dic
 def write_test_report(run_dir: Path, metrics: dict, labels: list[str], title: str) -> str:
     """``classification_report.txt`` (per-class precision / recall / F1) and ``confusion.png``; returns the text."""
     report = classification_report(metrics["confusion"], labels)
-    (run_dir / "classification_report.txt").write_text(f"{title}\n\n{report}\n", encoding="utf-8")
+    write_atomic(run_dir / "classification_report.txt", f"{title}\n\n{report}\n")
     plot_confusion_matrix(metrics["confusion"], labels, run_dir / "confusion.png", title=title)
     return report
 

@@ -49,7 +49,7 @@ from minipt.models.language_model import LanguageModel, cross_entropy, language_
 from minipt.models.modes import evaluation_mode
 from minipt.nn import set_fast
 from minipt.runs import fingerprints
-from minipt.runs.folder import new_run_dir, read_config, read_json, write_config, write_json
+from minipt.runs.folder import lock_run, new_run_dir, read_config, read_json, write_config, write_json
 from minipt.runs.settings import (
     COUNT,
     NON_NEGATIVE,
@@ -521,26 +521,31 @@ def pretrain(
     (``config`` then only supplies ``device`` and ``threads``); ``steps`` then sets a new end, e.g. more steps for
     a finished run: the cosine schedule is stretched to end there, so the learning rate continues from that longer
     schedule's value at the step reached. A new run that fails or is interrupted before its first ``last.pt``
-    leaves no folder (:func:`minipt.runs.folder.new_run_dir`). With ``config.init_from`` the model starts from
+    leaves no folder (:func:`minipt.runs.folder.new_run_dir`); the run folder is locked while the job runs
+    (:func:`minipt.runs.folder.lock_run`: one process per run). With ``config.init_from`` the model starts from
     that run's weights, with its tokenizer and architecture settings (``config``'s own are replaced), and the
     embedding and the lowest ``config.freeze`` layers stay fixed; ``summary.json`` then also holds the validation
     loss before training. The model trains on its fast path (:func:`minipt.nn.set_fast`). Under torchrun each
     rank draws its own batches (seed ``seed + rank``) of ``batch_size`` sequences, and rank 0 writes the run.
     """
     run_dir = Path(run_dir)
-    if resume:
-        config, tokenizer = resumed_config(config, run_dir, steps)
-        config.check()
-        if steps is not None and distributed.is_main():  # the run's new end, for the next --resume
-            saved = read_config(run_dir)
-            write_config(run_dir, {**saved, "pretrain": asdict(config), "train": asdict(train_config(config, False))})
-        return train_run(config, run_dir, tokenizer, resume=True, progress=progress)
-    with new_run_dir(run_dir, hint=f", or continue that run with --resume {run_dir}"):
-        config, tokenizer = config_from_run(config) if config.init_from else (config, None)
-        config.check()  # the settings and the device, before anything is written
-        if config.warmup < 0:
-            config = replace(config, warmup=default_warmup(config.steps))  # recorded as the number it is
-        return train_run(config, run_dir, tokenizer, resume=False, progress=progress)
+    with interrupts.in_run(run_dir, "pretrain"):  # Ctrl-C: the message says what this run saved
+        if resume:
+            with distributed.on_main(lambda: lock_run(run_dir)):  # one process per run
+                config, tokenizer = resumed_config(config, run_dir, steps)
+                config.check()
+                if steps is not None and distributed.is_main():  # the run's new end, for the next --resume
+                    saved = read_config(run_dir)
+                    write_config(run_dir, {**saved, "pretrain": asdict(config),
+                                           "train": asdict(train_config(config, False))})
+                return train_run(config, run_dir, tokenizer, resume=True, progress=progress)
+        hint = f", or continue that run with --resume {run_dir}"
+        with distributed.on_main(lambda: new_run_dir(run_dir, hint=hint)):  # checked and locked by rank 0
+            config, tokenizer = config_from_run(config) if config.init_from else (config, None)
+            config.check()  # the settings and the device, before anything is written
+            if config.warmup < 0:
+                config = replace(config, warmup=default_warmup(config.steps))  # recorded as the number it is
+            return train_run(config, run_dir, tokenizer, resume=False, progress=progress)
 
 
 def train_run(
@@ -562,8 +567,8 @@ def train_run(
         result = train(model, next_batch=objective.next_batch, loss_fn=objective.loss_fn,
                        evaluate=objective.evaluate, config=train_config(config, progress), run_dir=run_dir,
                        generator=objective.generator, resume=resume)
-    if before and distributed.is_main():
-        write_json(run_dir / "summary.json", {**read_json(run_dir / "summary.json"), **before})
+        if before and distributed.is_main():
+            write_json(run_dir / "summary.json", {**read_json(run_dir / "summary.json"), **before})
     return result
 
 

@@ -30,7 +30,10 @@ can all use its writer. Its files get the mode of an ordinary new file (``0o666`
 
 A new run is created inside :func:`new_run_dir`: a run that fails or is interrupted before it saved its first
 ``last.pt`` removes what it created, so no folder is left that neither ``--out`` (not empty) nor ``--resume``
-(nothing to continue) accepts.
+(nothing to continue) accepts. A folder that holds a ``last.pt`` is never removed.
+
+One process per run: a run holds an exclusive lock on its folder while it runs (:func:`lock_run`), so a second
+``--resume`` (or an ``--out`` naming the same folder) fails at once instead of writing every record twice.
 """
 
 from __future__ import annotations
@@ -46,8 +49,15 @@ from typing import IO, Any
 
 from minipt.errors import MiniptError
 
-__all__ = ["write_atomic", "write_json", "read_json", "check_new_run_dir", "new_run_dir", "write_config",
+try:
+    import fcntl  # POSIX (Linux, macOS)
+except ImportError:  # Windows: runs are not locked there
+    fcntl = None
+
+__all__ = ["write_atomic", "write_json", "read_json", "check_new_run_dir", "new_run_dir", "lock_run", "write_config",
            "read_config"]
+
+LOCK = ".lock"  # the lock file in a running run's folder (removed when the run ends)
 
 Content = bytes | str | Callable[[IO[bytes]], object]  # the bytes, text (UTF-8), or a function writing to a file
 
@@ -140,36 +150,111 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def check_new_run_dir(run_dir: str | os.PathLike, hint: str = "") -> None:
-    """A new run must not overwrite an old one: the folder must be absent or empty. ``hint`` ends the message
-    (e.g. how to continue the old run instead)."""
+    """A new run must not overwrite an old one: the folder must be absent or empty (a lock file left by a killed
+    process does not count). ``hint`` ends the message (e.g. how to continue the old run instead)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise MiniptError(f"--out {run_dir} is a file, not a folder; choose a new folder")
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and holds_files(run_dir):
+        holder = locked_by(run_dir)
+        if holder is not None:
+            raise in_use(run_dir, holder)
         raise MiniptError(f"--out {run_dir} already exists and is not empty; choose a new folder{hint}")
+
+
+def holds_files(run_dir: Path) -> bool:
+    """The folder holds something besides a lock file."""
+    return any(entry.name != LOCK for entry in run_dir.iterdir())
 
 
 @contextmanager
 def new_run_dir(run_dir: str | os.PathLike, hint: str = "") -> Iterator[Path]:
-    """Check the new run's folder (:func:`check_new_run_dir`) and create the run in the body. When the body fails
-    or is interrupted before any ``last.pt`` exists in the folder, everything it created goes: the folder itself if
-    it did not exist, else its contents (it was empty). A folder with a ``last.pt`` stays: ``--resume`` takes it."""
+    """Check the new run's folder (:func:`check_new_run_dir`), create it, lock it (:func:`lock_run`) and create the
+    run in the body. When the body fails or is interrupted before any ``last.pt`` exists in the folder, everything
+    it created goes: the folder itself if it did not exist, else its contents (it was empty). A folder with a
+    ``last.pt`` stays: ``--resume`` takes it."""
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir, hint)
     existed = run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with lock_run(run_dir):
+        try:
+            if holds_files(run_dir):  # another process wrote here between the check and the lock
+                raise MiniptError(f"--out {run_dir} already exists and is not empty; choose a new folder{hint}")
+            yield run_dir
+        except BaseException:
+            if not any(run_dir.rglob("last.pt")):
+                remove_run(run_dir, keep_folder=existed)
+            raise
+
+
+def remove_run(run_dir: Path, keep_folder: bool) -> None:
+    """Delete what a run created in ``run_dir``: its contents, and the folder too unless ``keep_folder``."""
+    if not keep_folder:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for entry in run_dir.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def in_use(run_dir: Path, holder: str) -> MiniptError:
+    return MiniptError(f"{run_dir} is in use by another minipt process (pid {holder}); one process per run: wait for "
+                       "it to end, or stop it")
+
+
+def locked_by(run_dir: Path) -> str | None:
+    """The pid written in the lock of a run folder that another process holds now, or None (no lock, or a lock file
+    whose process is gone: the kernel released it)."""
+    path = Path(run_dir) / LOCK
+    if fcntl is None or not path.is_file():
+        return None
     try:
-        yield run_dir
-    except BaseException:
-        if run_dir.is_dir() and not any(run_dir.rglob("last.pt")):
-            if existed:
-                for entry in run_dir.iterdir():
-                    if entry.is_dir():
-                        shutil.rmtree(entry)
-                    else:
-                        entry.unlink()
-            else:
-                shutil.rmtree(run_dir)
-        raise
+        with path.open("rb") as file:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
+        return None
+    except BlockingIOError:
+        return path.read_text(encoding="utf-8", errors="replace").strip() or "unknown"
+    except OSError:
+        return None
+
+
+@contextmanager
+def lock_run(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder ``run_dir`` during the body: ``fcntl.flock`` on ``run_dir/.lock``,
+    which holds this process's pid. Another process asking for it fails at once with a
+    :class:`~minipt.errors.MiniptError` naming that pid. The kernel releases the lock when its process ends, however
+    it ends (even ``kill -9``), so a lock file a killed process left behind does not block. The file goes at the
+    end."""
+    run_dir = Path(run_dir)
+    check_run_folder(run_dir)
+    if fcntl is None:
+        yield
+        return
+    path = run_dir / LOCK
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the mode less the umask, like any new file
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise in_use(run_dir, locked_by(run_dir) or "unknown") from None
+        try:  # the holder may have removed the file between our open and our lock: then lock the new one
+            same_file = os.path.samestat(os.fstat(descriptor), os.stat(path))
+        except FileNotFoundError:
+            same_file = False
+        if same_file:
+            break
+        os.close(descriptor)
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode())
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the lock goes, so that no one locks a file about to vanish
+        os.close(descriptor)
 
 
 def write_config(run_dir: str | os.PathLike, config: dict) -> None:
@@ -177,13 +262,18 @@ def write_config(run_dir: str | os.PathLike, config: dict) -> None:
     write_json(Path(run_dir) / "config.json", config)
 
 
-def read_config(run_dir: str | os.PathLike) -> dict:
-    """The ``config.json`` of a run folder, with a clear error when the folder or the file is missing or broken."""
-    run_dir = Path(run_dir)
+def check_run_folder(run_dir: Path) -> None:
+    """A one-line error when ``run_dir`` is a file or does not exist."""
     if run_dir.is_file():
         raise MiniptError(f"{run_dir} is a file, not a run folder")
     if not run_dir.is_dir():
         raise MiniptError(f"run folder {run_dir} does not exist")
+
+
+def read_config(run_dir: str | os.PathLike) -> dict:
+    """The ``config.json`` of a run folder, with a clear error when the folder or the file is missing or broken."""
+    run_dir = Path(run_dir)
+    check_run_folder(run_dir)
     config = read_json(run_dir / "config.json")
     if not isinstance(config, dict):
         raise MiniptError(f"{run_dir / 'config.json'}: expected a JSON object, got {type(config).__name__}")

@@ -55,10 +55,11 @@ def _unsafe_reason(error: pickle.UnpicklingError) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`, refusing anything but plain data.
 
     Tensors are placed on ``map_location`` (default ``"cpu"``, so a GPU run's checkpoint loads anywhere).
+    ``mmap=True`` maps the tensors' bytes instead of reading them (quick, to look at the counters only).
     Raises :class:`MiniptError` for a missing file, a truncated or corrupt file, a file holding Python
     objects that weights-only loading refuses (a tampered pickle that would run code), or one that does
     not hold a dict.
@@ -68,7 +69,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         problem = "is a folder, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
         raise MiniptError(f"{path}: {problem}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         raise MiniptError(
             f"{path}: refused, the file holds objects that weights-only loading does not allow "

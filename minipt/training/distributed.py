@@ -23,7 +23,7 @@ import datetime
 import os
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, redirect_stdout
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, redirect_stdout
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from minipt.errors import MiniptError, RankLostError
+from minipt.training import interrupts
 
 __all__ = [
     "launched",
@@ -46,6 +47,8 @@ __all__ = [
     "cores_per_rank",
     "rank_seed",
     "log_global_batch",
+    "agreed_signal",
+    "on_main",
     "DataParallel",
 ]
 
@@ -134,7 +137,7 @@ def launched(command: str) -> Iterator[None]:
     init_from_env()
     quiet = open(os.devnull, "w") if not is_main() else None  # noqa: SIM115 (closed below)
     try:
-        with redirect_stdout(quiet) if quiet else nullcontext():
+        with redirect_stdout(quiet) if quiet else nullcontext(), interrupts.ranks_stop_together():
             yield
     except RuntimeError as error:
         if not is_lost_connection(error):
@@ -186,6 +189,37 @@ def gather(value: Any) -> list:
     values = [None] * world_size()
     dist.all_gather_object(values, value)
     return values
+
+
+def agreed_signal(signum: int | None) -> int | None:
+    """The signal any rank received (the larger number when they differ: SIGTERM over SIGINT), on every rank, or
+    None: the loop asks at the start of every step, so that every rank stops at the same step."""
+    if not is_distributed():
+        return signum
+    tensor = torch.tensor([signum or 0], dtype=torch.int64)  # gloo: a CPU tensor
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item()) or None
+
+
+@contextmanager
+def on_main(context: Callable[[], AbstractContextManager]) -> Iterator[None]:
+    """Enter ``context()`` on rank 0 alone for the body (the run folder's checks and lock: rank 0 writes the run); a
+    :class:`~minipt.errors.MiniptError` it raises is raised on every rank, printed by rank 0."""
+    if not is_distributed():
+        with context():
+            yield
+        return
+    with ExitStack() as stack:
+        error = None
+        if is_main():
+            try:
+                stack.enter_context(context())
+            except MiniptError as failure:
+                error = str(failure)
+        error = broadcast(error)
+        if error is not None:
+            raise MiniptError(error)
+        yield
 
 
 # ----------------------------------------------------------------------------------------------------------

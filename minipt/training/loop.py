@@ -18,57 +18,34 @@ and it does the rest, top to bottom in :func:`train`:
 4. ``last.pt`` is saved at every evaluation (and every ``save_every`` steps), so a run can resume exactly;
 5. at the end, ``loss.png`` (train and validation curves) and ``summary.json``.
 
-Anything else a job needs during training is a :class:`Callback` (e.g. gradual unfreezing, which freezes the
-model to the step's stage in :meth:`Callback.on_step_start`). The loop is the one place that decides the modules'
-modes: at every step the model trains, except the modules whose parameters are all frozen, which stay in
-``eval()`` (no dropout) — :func:`train_mode`.
-
-A checkpoint holds plain types and tensors only (it loads with ``weights_only=True``): the model, optimizer and
-scheduler states, the step, tokens seen, the best metric, and every random state (torch, Python, NumPy and the
-data sampler's generator), so training ``N`` steps, saving, resuming and training ``N`` more gives bit for bit
-the parameters of ``2N`` uninterrupted steps on the CPU.
-
-Under ``torchrun`` (:mod:`minipt.training.distributed`) every rank runs this same loop on its own batches: the loss goes
-through DDP (:class:`minipt.training.distributed.DataParallel`), which averages the gradients over the ranks, and rank 0
-alone evaluates and writes the run folder. In a single process those hooks do nothing.
+Around those steps, each feature is an object from its own file of :mod:`minipt.training`: what a checkpoint
+saves (:mod:`~.state`), the run's records (:mod:`~.records`), the progress bar (:mod:`~.progress`), the ranks of a
+torchrun job (:mod:`~.distributed`: no-ops in one process) and Ctrl-C (:mod:`~.interrupts`). Anything else a job
+needs is a :class:`Callback` it passes in (e.g. gradual unfreezing). The loop alone sets the modules' modes: the
+model trains, except the modules whose parameters are all frozen, which stay in ``eval()`` (no dropout).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm  # a plain text bar: works in terminals and notebooks alike, no widgets needed
 
 from minipt.errors import MiniptError, TrainingDivergedError
 from minipt.models.modes import evaluation_mode, train_mode
 from minipt.optim import AdamW, clip_grad_norm_, param_groups, warmup_cosine
-from minipt.plots import plot_loss_curves, read_metrics
-from minipt.runs.folder import write_atomic, write_json
-from minipt.training import distributed, interrupts, progress
-from minipt.training.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
+from minipt.training import distributed, interrupts
+from minipt.training.device import Batch, autocast_context, count_tokens, move_to_device, resolve_device, use_threads
+from minipt.training.progress import Progress
+from minipt.training.records import RunRecords
+from minipt.training.state import LoopState, TrainingState
 
-__all__ = [
-    "TrainConfig",
-    "TrainResult",
-    "Callback",
-    "resolve_device",
-    "use_threads",
-    "move_to_device",
-    "count_tokens",
-    "train",
-]
-
-Batch = Any  # a tensor, or a tuple / list / dict of tensors (and plain values)
+__all__ = ["TrainConfig", "TrainResult", "Callback", "train", "resolve_device", "use_threads", "count_tokens"]
 
 
 @dataclass
@@ -137,246 +114,13 @@ class Callback:
     """A hook into :func:`train`; subclass it and override what you need (each method does nothing by default).
 
     ``on_step_start(step, model, optimizer)`` runs before optimizer step ``step`` (counting from 0) fetches its
-    first micro-batch, before the loop sets the modules' modes (:func:`train_mode`). Changing which parameters are
-    frozen here is safe: a frozen parameter gets no gradient, so AdamW neither updates nor decays it.
+    first micro-batch, before the loop sets the modules' modes (:func:`~minipt.models.modes.train_mode`). Changing
+    which parameters are frozen here is safe: a frozen parameter gets no gradient, so AdamW neither updates nor
+    decays it.
     """
 
     def on_step_start(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Called at the start of every optimizer step."""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Small helpers
-# ----------------------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; ``"cuda"`` without a GPU is a :class:`~minipt.errors.MiniptError`."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise MiniptError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MiniptError("device 'cuda' was asked for but no CUDA GPU is available (use --device cpu or auto)")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
-
-
-def use_threads(threads: int) -> None:
-    """Let torch use ``threads`` CPU threads; 0 means every core (``os.cpu_count()``), shared out among the ranks
-    of a torchrun job on this machine."""
-    torch.set_num_threads(threads or distributed.cores_per_rank())
-
-
-def move_to_device(batch: Batch, device: torch.device) -> Batch:
-    """The same structure with every tensor moved to ``device`` (tuples, lists and dicts are walked)."""
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {key: move_to_device(value, device) for key, value in batch.items()}
-    if isinstance(batch, tuple | list):
-        return type(batch)(move_to_device(value, device) for value in batch)
-    return batch
-
-
-def count_tokens(batch: Batch) -> int:
-    """Tokens in a batch: the number of elements of its first tensor (the input ids ``(B, T)``)."""
-    if isinstance(batch, Tensor):
-        return batch.numel()
-    values = batch.values() if isinstance(batch, dict) else batch
-    return count_tokens(next(iter(values)))
-
-
-def autocast_context(device: torch.device) -> AbstractContextManager:
-    """bf16 autocast on CUDA (matrix products in bfloat16, reductions in float32); nothing on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def is_improvement(value: float, best: float, mode: str) -> bool:
-    """``value`` beats ``best``: smaller when ``mode == "min"``, larger when ``"max"``."""
-    return value < best if mode == "min" else value > best
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    """Append one JSON line and flush it to disk (a crash loses at most the line being written)."""
-    with path.open("a", encoding="utf-8") as file:
-        file.write(json.dumps(record) + "\n")
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Keep only the records up to ``step`` (used on resume: later lines belong to the lost future)."""
-    if path.exists():
-        records = [record for record in read_metrics(path) if record["step"] <= step]
-        write_atomic(path, "".join(json.dumps(record) + "\n" for record in records))
-
-
-def check_finite(loss_value: float, step: int, last_path: Path) -> None:
-    """Raise :class:`~minipt.errors.TrainingDivergedError` for a NaN or infinite loss, naming the last good
-    checkpoint."""
-    if not math.isfinite(loss_value):
-        good = last_path if last_path.exists() else "none (nothing was saved yet)"
-        raise TrainingDivergedError(
-            f"the loss is {loss_value} at step {step + 1}; stopping. The last good checkpoint is {good}"
-        )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The state a checkpoint holds, and the bookkeeping around the steps
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LoopState:
-    """The loop's own counters, saved in every checkpoint (plain numbers only)."""
-
-    step: int = 0
-    tokens_seen: int = 0
-    best_metric: float = math.nan
-    best_step: int = 0
-    evaluations_without_improvement: int = 0
-    train_loss_sum: float = 0.0  # sum of the step losses since the last evaluation
-    train_loss_count: int = 0
-    elapsed_seconds: float = 0.0
-
-    def step_done(self, step_loss: float) -> None:
-        """Count the optimizer step and add its loss to the running train-loss sum."""
-        self.step += 1
-        self.train_loss_sum += step_loss
-        self.train_loss_count += 1
-
-
-@dataclass
-class TrainingState:
-    """Everything needed to continue exactly: weights, optimizer, schedule, counters and random states."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    generator: torch.Generator | None  # the data sampler's
-    loop: LoopState
-
-    def random_states(self) -> dict:
-        """This process's random states: torch, Python and NumPy, and the data sampler's generator."""
-        return {"rng": rng_state(), "data_generator": None if self.generator is None else self.generator.get_state()}
-
-    def save(self, path: Path) -> None:
-        """Write a checkpoint (atomically): plain types and tensors only. Under torchrun every rank calls this;
-        rank 0 writes, with the random states of the other ranks under ``"other_ranks"``."""
-        first, *others = distributed.gather(self.random_states())  # one per rank
-        if not distributed.is_main():
-            return
-        save_checkpoint(path, {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "loop": asdict(self.loop),
-            **first,
-            **({"other_ranks": others} if others else {}),
-        })
-
-    def restore(self, path: Path) -> None:
-        """Load a checkpoint written by :meth:`save` back into the objects and the counters (each rank of a
-        torchrun job takes its own random states: the number of ranks must be the same)."""
-        checkpoint = load_checkpoint(path)
-        ranks = 1 + len(checkpoint.get("other_ranks", []))
-        if ranks != distributed.world_size():
-            raise MiniptError(f"{path} was written by {ranks} process(es) and this job has "
-                              f"{distributed.world_size()}: resume it with torchrun --nproc-per-node {ranks} "
-                              "(or without torchrun for 1)")
-        load_weights(self.model, checkpoint["model"], path)
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        mine = checkpoint if distributed.is_main() else checkpoint["other_ranks"][distributed.rank() - 1]
-        set_rng_state(mine["rng"])
-        if self.generator is not None:
-            self.generator.set_state(mine["data_generator"])
-        self.loop = LoopState(**checkpoint["loop"])
-
-
-class Meter:
-    """Wall time and throughput, and the progress bar that shows them.
-
-    Tokens per second are measured per step (the bar) and over the training since the last evaluation ended
-    (``metrics.jsonl``: evaluating and saving are not counted). The elapsed time carries over a resume.
-    """
-
-    def __init__(self, loop: LoopState, config: TrainConfig) -> None:
-        now = time.perf_counter()
-        self.start = now - loop.elapsed_seconds
-        self.step_time, self.step_tokens = now, loop.tokens_seen
-        self.mark_time, self.mark_tokens = now, loop.tokens_seen
-        shown = config.progress and distributed.is_main()  # under torchrun only rank 0 shows progress
-        self.plain = shown and not progress.is_terminal()  # a log file: one line per evaluation
-        self.bar = tqdm(total=config.steps, initial=loop.step, disable=not shown or self.plain,
-                        dynamic_ncols=True)
-        self.postfix: dict[str, str] = {}  # what the bar shows after the counter
-
-    def step_started(self, loop: LoopState) -> None:
-        self.step_time, self.step_tokens = time.perf_counter(), loop.tokens_seen
-
-    def step_done(self, loop: LoopState, loss: float, lr: float) -> None:
-        """Set ``loop.elapsed_seconds``; show the step's loss, learning rate and tokens per second."""
-        now = time.perf_counter()
-        loop.elapsed_seconds = now - self.start
-        tokens_per_second = (loop.tokens_seen - self.step_tokens) / max(now - self.step_time, 1e-9)
-        self.show(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
-        self.bar.update(1)
-
-    def tokens_per_second(self, loop: LoopState) -> float:
-        """Training throughput since :meth:`mark` (the end of the last evaluation)."""
-        return (loop.tokens_seen - self.mark_tokens) / max(time.perf_counter() - self.mark_time, 1e-9)
-
-    def mark(self, loop: LoopState) -> None:
-        self.mark_time, self.mark_tokens = time.perf_counter(), loop.tokens_seen
-
-    def show(self, **values: str) -> None:
-        self.postfix.update(values)
-        self.bar.set_postfix(self.postfix)
-
-
-def evaluation_step(
-    state: TrainingState, evaluate: Callable, config: TrainConfig, run_dir: Path, meter: Meter, lr: float
-) -> dict[str, float]:
-    """Steps 3 and 4 of the loop: evaluate, append the record to ``metrics.jsonl``, save ``best.pt`` when the
-    monitored value improved, then ``last.pt``. Returns the evaluation's numbers.
-
-    Under torchrun rank 0 alone evaluates (the whole validation split, once) and writes; every rank gets its
-    numbers, and the train loss logged is the mean over the ranks."""
-    loop, device = state.loop, next(state.model.parameters()).device
-    tokens_per_second = meter.tokens_per_second(loop)
-    evaluation = None
-    if distributed.is_main():
-        with torch.no_grad(), evaluation_mode(state.model), autocast_context(device):
-            evaluation = {name: float(value) for name, value in evaluate(state.model).items()}
-    evaluation = distributed.broadcast(evaluation)
-    train_loss = distributed.all_reduce_mean(loop.train_loss_sum / loop.train_loss_count)
-    if config.monitor not in evaluation:
-        raise MiniptError(f"monitor {config.monitor!r} is not among the evaluation's results {sorted(evaluation)}")
-    if meter.plain:
-        print(progress.progress_line(loop.step, config.steps, train_loss, evaluation, tokens_per_second,
-                                     loop.elapsed_seconds), flush=True)
-    if distributed.is_main():
-        append_jsonl(run_dir / "metrics.jsonl", {
-            "step": loop.step,
-            "tokens": loop.tokens_seen,
-            "train_loss": train_loss,
-            **evaluation,
-            "lr": lr,
-            "elapsed_seconds": round(loop.elapsed_seconds, 3),
-            "tokens_per_second": round(tokens_per_second, 1),
-        })
-    loop.train_loss_sum, loop.train_loss_count = 0.0, 0
-    meter.show(**{config.monitor: f"{evaluation[config.monitor]:.4f}"})
-    if is_improvement(evaluation[config.monitor], loop.best_metric, config.mode):
-        loop.best_metric, loop.best_step = evaluation[config.monitor], loop.step
-        loop.evaluations_without_improvement = 0
-        state.save(run_dir / "best.pt")
-    else:
-        loop.evaluations_without_improvement += 1
-    state.save(run_dir / "last.pt")
-    meter.mark(loop)  # tokens/s measures training only, not evaluating and saving
-    return evaluation
 
 
 def build_optimizer(
@@ -391,30 +135,43 @@ def build_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def stop_interrupted(state: TrainingState, run_dir: Path, meter: Meter, signum: int) -> None:
-    """Between two steps, after a signal: save ``last.pt`` (when a step was taken) and raise
-    :class:`~minipt.training.interrupts.Interrupted`."""
-    meter.bar.close()
-    saved = state.loop.step >= 1
-    if saved:
-        state.save(run_dir / "last.pt")
-    raise interrupts.Interrupted(signum, step=state.loop.step, saved=saved, run_dir=run_dir)
+def optimizer_step(state: TrainingState, parallel: distributed.DataParallel, next_batch: Callable[[int], Batch],
+                   config: TrainConfig, device: torch.device, last_path: Path) -> float:
+    """Step 2: the gradients of ``grad_accum`` micro-batches, averaged, clipped, and one AdamW step. Returns the
+    step's loss. A NaN or infinite loss raises :class:`~minipt.errors.TrainingDivergedError` before anything about
+    the step is saved."""
+    loop, model, optimizer = state.loop, state.model, state.optimizer
+    step_loss = 0.0
+    for micro_step in range(config.grad_accum):
+        batch = move_to_device(next_batch(loop.step * config.grad_accum + micro_step), device)
+        with autocast_context(device):
+            loss = parallel.loss(batch, sync=micro_step == config.grad_accum - 1)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            good = last_path if last_path.exists() else "none (nothing was saved yet)"
+            raise TrainingDivergedError(f"the loss is {loss_value} at step {loop.step + 1}; stopping. The last good "
+                                        f"checkpoint is {good}")
+        (loss / config.grad_accum).backward()  # gradients add up over the micro-batches
+        step_loss += loss_value / config.grad_accum
+        loop.tokens_seen += count_tokens(batch) * distributed.world_size()  # every rank's batch
+    clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
+    optimizer.step()
+    state.scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss
 
 
-def finish(run_dir: Path, loop: LoopState, config: TrainConfig, stopped_early: bool, evaluation: dict) -> TrainResult:
-    """Step 5: ``loss.png`` from ``metrics.jsonl``, and ``summary.json`` (rank 0 only, under torchrun)."""
-    result = TrainResult(loop.step, loop.tokens_seen, loop.best_metric, loop.best_step, stopped_early, evaluation)
-    if not distributed.is_main():
-        return result
-    if (run_dir / "metrics.jsonl").exists():
-        plot_loss_curves(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png", loss_unit=config.loss_unit)
-    write_json(run_dir / "summary.json", {**asdict(result), "elapsed_seconds": loop.elapsed_seconds})
-    return result
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The loop
-# ----------------------------------------------------------------------------------------------------------
+def evaluate_on_main(model: nn.Module, evaluate: Callable, monitor: str) -> dict[str, float]:
+    """Step 3: ``evaluate(model)`` under ``torch.no_grad()`` with dropout off. Under torchrun rank 0 alone evaluates
+    (the whole validation split, once) and every rank gets its numbers."""
+    evaluation, device = None, next(model.parameters()).device
+    if distributed.is_main():
+        with torch.no_grad(), evaluation_mode(model), autocast_context(device):
+            evaluation = {name: float(value) for name, value in evaluate(model).items()}
+    evaluation = distributed.broadcast(evaluation)
+    if monitor not in evaluation:
+        raise MiniptError(f"monitor {monitor!r} is not among the evaluation's results {sorted(evaluation)}")
+    return evaluation
 
 
 def train(
@@ -434,61 +191,58 @@ def train(
 
     ``next_batch(index)`` gives micro-batch ``index = step * grad_accum + a``; the state of ``generator``, the
     sampler's, goes into the checkpoints. ``optimizer_groups``: AdamW groups (default: decay / no-decay groups).
-    ``resume=True`` continues from ``run_dir/last.pt``. ``callbacks``: :class:`Callback` hooks. ``evaluate`` runs
-    under ``torch.no_grad()`` with dropout off. A non-finite loss raises
-    :class:`~minipt.errors.TrainingDivergedError` before anything about that step is saved. Inside
+    ``resume=True`` continues from ``run_dir/last.pt``. ``callbacks``: :class:`Callback` hooks. Inside
     :func:`minipt.training.interrupts.deferred` (the jobs call ``train`` there), Ctrl-C or SIGTERM stops the loop at
-    the start of the next step: ``last.pt`` is saved (after at least one step) and
-    :class:`~minipt.training.interrupts.Interrupted` is raised.
+    the start of the next step (under torchrun, every rank at the same step): ``last.pt`` is saved (after at least
+    one step) and :class:`~minipt.training.interrupts.Interrupted` is raised.
     """
     config.check()
     device, run_dir = resolve_device(config.device), Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     optimizer, scheduler = build_optimizer(model, config, optimizer_groups)  # 1.
-    state = TrainingState(model, optimizer, scheduler, generator,
-                          LoopState(best_metric=math.inf if config.mode == "min" else -math.inf))
+    state = TrainingState(model, optimizer, scheduler, generator, LoopState.start(config.mode))
+    records = RunRecords(run_dir, config.loss_unit)
     if resume:
         state.restore(run_dir / "last.pt")
-        if distributed.is_main():
-            truncate_metrics(run_dir / "metrics.jsonl", state.loop.step)
+        records.continue_from(state.loop.step)
     elif distributed.is_distributed():
         torch.manual_seed(distributed.rank_seed(torch.initial_seed()))  # each rank its own dropout masks
-    loop, meter = state.loop, Meter(state.loop, config)
+    loop = state.loop
+    progress = Progress(config.steps, loop.step, loop.tokens_seen, loop.elapsed_seconds, shown=config.progress)
     parallel = distributed.DataParallel(model, loss_fn)  # under torchrun: DDP averages the ranks' gradients
-    evaluation, stopped_early = {}, False
+    evaluation, stopped_early = {}, loop.out_of_patience(config.patience)  # resuming a run that stopped early
 
     while loop.step < config.steps and not stopped_early:
-        if interrupts.pending() is not None:  # Ctrl-C or SIGTERM during interrupts.deferred(): stop here, whole
-            stop_interrupted(state, run_dir, meter, interrupts.pending())
-        meter.step_started(loop)
+        signum = distributed.agreed_signal(interrupts.pending())  # every rank of a torchrun job asks
+        if signum is not None:  # Ctrl-C or SIGTERM during interrupts.deferred(): stop here, between two steps
+            progress.close()
+            state.stop(run_dir / "last.pt", signum)  # saves last.pt (after a step) and raises Interrupted
+        progress.step_started(loop.tokens_seen)
         for callback in callbacks:
             callback.on_step_start(loop.step, model, optimizer)
         train_mode(model)
         lr = optimizer.param_groups[0]["lr"]
-        # 2. one optimizer step: average the gradients of grad_accum micro-batches
-        step_loss = 0.0
-        for micro_step in range(config.grad_accum):
-            batch = move_to_device(next_batch(loop.step * config.grad_accum + micro_step), device)
-            with autocast_context(device):
-                loss = parallel.loss(batch, sync=micro_step == config.grad_accum - 1)
-            loss_value = loss.item()
-            check_finite(loss_value, loop.step, run_dir / "last.pt")
-            (loss / config.grad_accum).backward()  # gradients add up over the micro-batches
-            step_loss += loss_value / config.grad_accum
-            loop.tokens_seen += count_tokens(batch) * distributed.world_size()  # every rank's batch
-        clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_loss = optimizer_step(state, parallel, next_batch, config, device, run_dir / "last.pt")  # 2.
         loop.step_done(step_loss)
-        meter.step_done(loop, step_loss, lr)
+        loop.elapsed_seconds = progress.step_done(loop.tokens_seen, step_loss, lr)
 
         # 3. and 4. evaluate, log, keep the best and the latest state; maybe stop early
         if loop.step % config.eval_every == 0 or loop.step == config.steps:
-            evaluation = evaluation_step(state, evaluate, config, run_dir, meter, lr)
-            stopped_early = config.patience is not None and loop.evaluations_without_improvement >= config.patience
+            tokens_per_second = progress.tokens_per_second(loop.tokens_seen)  # of the training since the last one
+            evaluation = evaluate_on_main(model, evaluate, config.monitor)
+            record = records.evaluation(loop, evaluation, lr, tokens_per_second)  # a line of metrics.jsonl
+            progress.evaluated(record, config.monitor)
+            if loop.evaluated(evaluation[config.monitor], config.mode):
+                state.save(run_dir / "best.pt")
+            state.save(run_dir / "last.pt")
+            progress.mark(loop.tokens_seen)  # tokens/s measures training only, not evaluating and saving
+            stopped_early = loop.out_of_patience(config.patience)
         elif config.save_every is not None and loop.step % config.save_every == 0:
             state.save(run_dir / "last.pt")
-    meter.bar.close()
-    return finish(run_dir, loop, config, stopped_early, evaluation)  # 5.
+    progress.close()
+    if (signum := distributed.agreed_signal(interrupts.pending())) is not None:
+        interrupts.record(signum)  # it came during the last evaluation: every rank raises it after training
+    result = TrainResult(loop.step, loop.tokens_seen, loop.best_metric, loop.best_step, stopped_early, evaluation)
+    records.finish(result, loop.elapsed_seconds)  # 5.
+    return result
