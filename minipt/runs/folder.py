@@ -47,7 +47,7 @@ from typing import IO, Any
 from minipt.errors import MiniptError
 
 __all__ = ["write_atomic", "write_json", "read_json", "check_new_run_dir", "new_run_dir", "write_config",
-           "read_config"]
+           "read_config", "make_run_dir"]
 
 Content = bytes | str | Callable[[IO[bytes]], object]  # the bytes, text (UTF-8), or a function writing to a file
 
@@ -188,3 +188,18 @@ def read_config(run_dir: str | os.PathLike) -> dict:
     if not isinstance(config, dict):
         raise MiniptError(f"{run_dir / 'config.json'}: expected a JSON object, got {type(config).__name__}")
     return config
+
+
+def make_run_dir(run_dir: str | os.PathLike, flag: str = "--out") -> None:
+    """Create a new run's folder (and its parents), or raise a one-line :class:`MiniptError` naming ``flag`` when it
+    cannot be: a parent that is a file (``afile.txt/sub``), a place where nothing may be created (``/proc/foo``)."""
+    run_dir = Path(run_dir)
+    for parent in run_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise MiniptError(f"{flag} {run_dir}: {parent} is a file, not a folder; choose another place")
+            break
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MiniptError(f"{flag} {run_dir}: cannot create the folder ({error.strerror or error})") from None

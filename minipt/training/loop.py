@@ -55,7 +55,15 @@ from minipt.optim import AdamW, clip_grad_norm_, param_groups, warmup_cosine
 from minipt.plots import plot_loss_curves, read_metrics
 from minipt.runs.folder import write_atomic, write_json
 from minipt.training import distributed, interrupts, progress
-from minipt.training.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
+from minipt.training.checkpoint import (
+    architecture_of,
+    check_architecture,
+    load_checkpoint,
+    load_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 __all__ = [
     "TrainConfig",
@@ -268,6 +276,7 @@ class TrainingState:
             return
         save_checkpoint(path, {
             "model": self.model.state_dict(),
+            "architecture": architecture_of(self.model),  # what the weights are: checked when they are loaded
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "loop": asdict(self.loop),
@@ -284,6 +293,7 @@ class TrainingState:
             raise MiniptError(f"{path} was written by {ranks} process(es) and this job has "
                               f"{distributed.world_size()}: resume it with torchrun --nproc-per-node {ranks} "
                               "(or without torchrun for 1)")
+        check_architecture(self.model, checkpoint, path)
         load_weights(self.model, checkpoint["model"], path)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
