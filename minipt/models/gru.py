@@ -26,7 +26,7 @@ same values and gradients (``tests/test_models.py``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -259,9 +259,11 @@ class GRULM(LanguageModel):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         suppress_tokens: Sequence[int] = (),
+        on_token: Callable[[Tensor], None] | None = None,
     ) -> Tensor:
         """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``; the ids in
-        ``suppress_tokens`` are never sampled.
+        ``suppress_tokens`` are never sampled. ``on_token(ids)`` is called with each step's draw ``(B, 1)`` as it
+        comes (``minipt generate`` prints the text as it is produced).
 
         The recurrence makes this cheap: the prompt is read once, then each new token is one step of every
         layer from the carried states :math:`h^{(l)}` (no context limit, no re-reading). Sampling follows
@@ -280,4 +282,6 @@ class GRULM(LanguageModel):
                 logits = self.lm_head(x[:, -1, :])  # (B, V)
                 new_tokens = sample_next_token(logits, temperature, top_k, generator, suppress_tokens)  # (B, 1)
                 idx = torch.cat([idx, new_tokens], dim=1)
+                if on_token is not None:
+                    on_token(new_tokens)
         return idx

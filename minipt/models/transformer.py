@@ -29,7 +29,7 @@ formulas. Both give the same values and gradients (``tests/test_models.py``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -296,9 +296,11 @@ class TransformerLM(LanguageModel):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         suppress_tokens: Sequence[int] = (),
+        on_token: Callable[[Tensor], None] | None = None,
     ) -> Tensor:
         """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``; the ids in
-        ``suppress_tokens`` are never sampled.
+        ``suppress_tokens`` are never sampled. ``on_token(ids)`` is called with each step's draw ``(B, 1)`` as it
+        comes (``minipt generate`` prints the text as it is produced).
 
         Each step runs the model on the last ``max_len`` tokens (the positions it has learned), samples from
         the last position's distribution (:func:`~minipt.models.language_model.next_token_probabilities`) and
@@ -317,4 +319,6 @@ class TransformerLM(LanguageModel):
                 last = logits[:, -1, :]  # (B, V)
                 next_token = sample_next_token(last, temperature, top_k, generator, suppress_tokens)  # (B, 1)
                 idx = torch.cat([idx, next_token], dim=1)
+                if on_token is not None:
+                    on_token(next_token)
         return idx
