@@ -43,7 +43,7 @@ from minipt.data import TASKS, LabelledData, load_task
 from minipt.data.datasets import ClassificationDataset, balanced_sampler, collate_classification
 from minipt.data.tokenizers import Tokenizer, load_tokenizer
 from minipt.errors import MiniptError, warn
-from minipt.jobs.pretrain import check_model_section
+from minipt.jobs.pretrain import check_model_section, is_finetuning_run
 from minipt.jobs.sources import HF_GPT2, load_pretrained
 from minipt.metrics import accuracy, classification_report, confusion_matrix, macro_f1
 from minipt.models import SequenceClassifier, build_model
@@ -365,7 +365,7 @@ def prepare_data(config: FinetuneConfig, task: LabelledData, tokenizer: Tokenize
     validation_batches = classification_batches(make_dataset(validation_examples), config.batch_size, tokenizer.pad_id)
     test_batches = classification_batches(make_dataset(task.test), config.batch_size, tokenizer.pad_id)
     train_set = make_dataset(train_examples)
-    warn_unknown_tokens(train_set, train_examples, tokenizer, task.name, skip_first=add_cls)
+    warn_unknown_tokens(train_set, train_examples, tokenizer, config.task, skip_first=add_cls)
     return FinetuneData(task, train_examples, validation_examples, train_set, validation_batches, test_batches,
                         max_len, add_cls)
 
@@ -522,7 +522,7 @@ def resumed_config(config: FinetuneConfig, run_dir: Path) -> FinetuneConfig:
     """The saved settings of the unfinished finetuning run in ``run_dir``, with ``config``'s device and threads;
     its labelled file must be unchanged."""
     saved = read_config(run_dir)
-    if "classifier" not in saved:
+    if not is_finetuning_run(saved):
         raise MiniptError(f"--resume {run_dir} is a pretraining run; continue it with minipt pretrain --resume")
     saved_config = check_finetune_sections(saved, run_dir / "config.json")
     if not (run_dir / "last.pt").exists():
@@ -653,7 +653,7 @@ def write_test_report(run_dir: Path, metrics: dict, labels: list[str], title: st
 def read_finetune_run(run_dir: Path) -> dict:
     """The ``config.json`` of a finetuning run, with a clear error when the folder is not one."""
     saved = read_config(run_dir)
-    if "classifier" not in saved:
+    if not is_finetuning_run(saved):
         raise MiniptError(f"--from {run_dir} is a pretraining run; evaluate needs a finetuning run (minipt finetune)")
     check_finetune_sections(saved, run_dir / "config.json")
     if not (run_dir / "best.pt").exists():

@@ -521,6 +521,11 @@ def checkpoint_path(run_dir: Path) -> Path:
     return path
 
 
+def is_finetuning_run(saved: dict) -> bool:
+    """A ``config.json`` written by ``minipt finetune`` (it has a ``classifier`` or a ``finetune`` section)."""
+    return "classifier" in saved or "finetune" in saved
+
+
 def read_pretraining_config(run_dir: Path, flag: str) -> dict:
     """The ``config.json`` of a pretraining run, checked: a finetuning run, a Hugging Face folder, a missing
     section or an unknown key is a one-line error naming ``flag``, the file or the key."""
@@ -529,7 +534,7 @@ def read_pretraining_config(run_dir: Path, flag: str) -> dict:
         hint = f"; name it hf-gpt2:{run_dir}" if flag == "--from" else " (a minipt pretraining run is needed here)"
         raise MiniptError(f"{flag} {run_dir} is a Hugging Face folder (config.json has model_type "
                           f"{saved['model_type']!r}), not a minipt run{hint}")
-    if "classifier" in saved:
+    if is_finetuning_run(saved):
         raise MiniptError(f"{flag} {run_dir} is a finetuning run; a pretraining run (from minipt pretrain) is needed")
     settings_from_saved(PretrainConfig, saved, "pretrain", run_dir / "config.json")
     check_model_section(saved, run_dir / "config.json")
@@ -632,8 +637,8 @@ def pretrain(
     loss before training. The model trains on its fast path (:func:`minipt.nn.set_fast`). Under torchrun each
     rank draws its own batches (seed ``seed + rank``) of ``batch_size`` sequences, and rank 0 writes the run.
     The run records its corpus and ``init_from`` as absolute paths, so it continues from any working directory.
-    ``on_start()`` is called once the run really starts: its settings, data and model are ready (the command
-    line prints "writing the run into RUN" there).
+    ``on_start()`` is called once the run really starts: its settings, folder and corpus file are checked (the
+    command line prints "writing the run into RUN" there).
     """
     run_dir = Path(run_dir)
     if resume:
@@ -650,6 +655,8 @@ def pretrain(
             config = replace(config, warmup=default_warmup(config.steps))  # recorded as the number it is
         config = replace(config, corpus=absolute_path(config.corpus, CORPORA),
                          init_from=absolute_path(config.init_from))  # recorded absolute: resume from anywhere
+        if config.corpus not in CORPORA and not Path(config.corpus).exists():
+            raise DataError(f"--corpus {config.corpus}: no such file, and not a built-in corpus ({', '.join(CORPORA)})")
         make_run_dir(run_dir)  # a parent that is a file, or no right to write there: one line, now
         return train_run(config, run_dir, tokenizer, resume=False, progress=progress, on_start=on_start)
 
@@ -660,6 +667,8 @@ def train_run(
 ) -> TrainResult:
     """Data, model, objective and the training loop of :func:`pretrain` (``tokenizer``: the run's, or None)."""
     distributed.barrier()  # under torchrun: every rank checked the folder before rank 0 writes into it
+    if on_start is not None:  # settings, folder and corpus checked; reading the corpus may take a while
+        on_start()
     distributed.log_global_batch(config.batch_size, config.grad_accum, "sequences")
     use_threads(config.threads)
     data = load_data(config, tokenizer)
@@ -670,8 +679,6 @@ def train_run(
         strategies.freeze(model, config.freeze)  # on resume too: the optimizer must leave the frozen part out
     if not resume and distributed.is_main():
         write_run_files(run_dir, config, data)
-    if on_start is not None:
-        on_start()
     with interrupts.deferred():  # Ctrl-C: the loop stops between two steps and saves last.pt
         result = train(model, next_batch=objective.next_batch, loss_fn=objective.loss_fn,
                        evaluate=objective.evaluate, config=train_config(config, progress), run_dir=run_dir,

@@ -68,8 +68,8 @@ MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1: room for the sm
 POSITIVE_INT = Rule(lambda v: _is_int(v) and v >= 1, "{flag} must be a positive integer, got {value!r}")
 COUNT = Rule(lambda v: _is_int(v) and v >= 0, "{flag} must be an integer >= 0, got {value!r}")
 SEED = Rule(lambda v: _is_int(v) and 0 <= v <= MAX_SEED, "{flag} must be an integer from 0 to 2**63 - 1, got {value!r}")
-POSITIVE = Rule(lambda v: _is_number(v) and v > 0, "{flag} must be a finite number > 0, got {value!r}")
-NON_NEGATIVE = Rule(lambda v: _is_number(v) and v >= 0, "{flag} must be a finite number >= 0, got {value!r}")
+POSITIVE = Rule(lambda v: _is_number(v) and v > 0, "{flag} must be > 0 and finite, got {value!r}")
+NON_NEGATIVE = Rule(lambda v: _is_number(v) and v >= 0, "{flag} must be >= 0 and finite, got {value!r}")
 
 
 def one_of(*choices: str) -> Rule:

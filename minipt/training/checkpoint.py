@@ -57,14 +57,14 @@ def _unsafe_reason(error: pickle.UnpicklingError) -> str:
 
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6: a zip archive
-LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8"  # the older one: a pickle that starts with torch's magic number
+PICKLE_MAGIC = b"\x80"  # a pickle of protocol 2 or later (torch's older format, or pickle.dump) starts with it
 
 
-def _is_torch_file(path: Path) -> bool:
-    """The file starts as ``torch.save`` starts its files (a zip archive, or the older pickle format)."""
+def _is_zip_or_pickle(path: Path) -> bool:
+    """The file starts as a zip archive or a pickle does (what ``torch.load`` can read at all)."""
     with path.open("rb") as file:
-        head = file.read(len(LEGACY_MAGIC))
-    return head.startswith(ZIP_MAGIC) or head == LEGACY_MAGIC
+        head = file.read(len(ZIP_MAGIC))
+    return head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -79,7 +79,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         problem = "is a folder, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
         raise MiniptError(f"{path}: {problem}")
-    if not _is_torch_file(path):  # random bytes, a text file, a copy that failed: not written by torch.save at all
+    if path.stat().st_size and not _is_zip_or_pickle(path):  # random bytes, a text file: never written by torch.save
         raise MiniptError(f"{path}: not a checkpoint ({path.stat().st_size} bytes, unreadable)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
