@@ -472,6 +472,8 @@ def test_runs_record_absolute_paths_and_work_from_any_directory(tmp_path, capsys
     monkeypatch.chdir(elsewhere)
     assert main(["pretrain", "--resume", str(lm), "--steps", "6", "--quiet"]) == 0
     assert main(["evaluate", "--from", str(ft)]) == 0
+    (ft / "summary.json").unlink()  # as if the run had been interrupted after its last step: resumable
+    assert main(["finetune", "--resume", str(ft), "--quiet"]) == 0  # finds its --from run and its labelled file
     capsys.readouterr()
 
     (course / "data" / "corpus.txt").rename(course / "corpus.txt")
@@ -482,6 +484,9 @@ def test_runs_record_absolute_paths_and_work_from_any_directory(tmp_path, capsys
     status = main(["evaluate", "--from", str(ft)])
     one_line(capsys, status, f"--from {ft}: its labelled file is not at {course / 'data' / 'task.csv'}",
              "pass --task FILE")
+    (ft / "summary.json").unlink()
+    status = main(["finetune", "--resume", str(ft), "--quiet"])
+    one_line(capsys, status, f"--resume {ft}: its labelled file is not at {course / 'data' / 'task.csv'}")
 
 
 # ----------------------------------------------------------------------------------------------------------
