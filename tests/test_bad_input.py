@@ -512,3 +512,20 @@ def test_generate_streams_the_same_text_as_one_decode(pretrained, capsys, monkey
     whole = model.generate(idx, 40, temperature=0.8, generator=torch.Generator().manual_seed(3),
                            suppress_tokens=tokenizer.special_ids)
     assert streamed == tokenizer.decode(whole[0].tolist()) + "\n"
+
+
+def test_the_stream_waits_for_a_character_cut_between_byte_tokens(capsys):
+    from minipt.cli import TextStream
+    from minipt.data.tokenizers import BPETokenizer
+
+    tokenizer = BPETokenizer.train("plain ascii text only", vocab_size=261)  # bytes only: 'é' is two tokens
+    ids = tokenizer.encode("né, 日本")
+    assert len(ids) == len("né, 日本".encode())
+    stream = TextStream(tokenizer)
+    printed = []
+    for token in ids:
+        stream.put(torch.tensor([[token]]))
+        printed.append(capsys.readouterr().out)
+    stream.close()
+    assert printed[:3] == ["n", "", "é"] and printed[-3:] == ["", "", "本"]  # never half a character
+    assert "".join(printed) + capsys.readouterr().out == "né, 日本\n"
