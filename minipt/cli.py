@@ -75,8 +75,8 @@ def job_settings(args: argparse.Namespace, config_class: type) -> tuple[dict, st
 
 
 def announce(command: str, run_dir: str) -> Callable[[], None]:
-    """What a job calls once its run really starts (settings, data and model ready): the line naming the folder.
-    A command refused before that prints only its error."""
+    """What a job calls once its run really starts (settings, folder and input files checked): the line naming the
+    folder. A command refused before that prints only its error."""
     return lambda: print(f"minipt {command}: writing the run into {run_dir}", flush=True)
 
 

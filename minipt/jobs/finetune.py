@@ -387,7 +387,7 @@ def warn_unknown_tokens(train_set: ClassificationDataset, train_examples: list[t
     """Warn when more than 20% of the training tokens are ``<unk>`` (characters the pretraining corpus never had),
     with the share and one such character. ``skip_first``: each example starts with ``<cls>``, not counted."""
     unk = tokenizer.unk_id
-    if unk in (getattr(tokenizer, "eos_id", None), tokenizer.cls_id):  # GPT-2: no <unk> of its own (byte-level)
+    if unk == getattr(tokenizer, "eos_id", None):  # GPT-2's byte-level tokenizer: no <unk> of its own
         return
     tokens = [ids[1:] if skip_first else ids for ids, _ in train_set]
     total, unknown = sum(map(len, tokens)), sum(ids.count(unk) for ids in tokens)
