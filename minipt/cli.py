@@ -29,7 +29,7 @@ from pathlib import Path
 
 from minipt import __version__
 from minipt.errors import MiniptError, RankLostError, TrainingDivergedError
-from minipt.runs.settings import flag, read_settings_file
+from minipt.runs.settings import MAX_SEED, flag, read_settings_file
 from minipt.training import interrupts
 
 EXIT_USAGE = 2  # a user mistake: bad flag, missing file, bad config
@@ -74,6 +74,12 @@ def job_settings(args: argparse.Namespace, config_class: type) -> tuple[dict, st
     if out is None:
         raise MiniptError("--out RUN_DIR is required (the folder the run is written into)")
     return {**settings, **given_settings(args, config_class)}, out
+
+
+def announce(command: str, run_dir: str) -> Callable[[], None]:
+    """What a job calls once its run really starts (settings, folder and input files checked): the line naming the
+    folder. A command refused before that prints only its error."""
+    return lambda: print(f"minipt {command}: writing the run into {run_dir}", flush=True)
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -136,9 +142,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from minipt.jobs.pretrain import pretrain
 
     config, run_dir = pretrain_config(args)
-    print(f"minipt pretrain: writing the run into {run_dir}", flush=True)
     steps = getattr(args, "steps", None) if args.resume else None  # a given --steps moves a resumed run's end
-    result = pretrain(config, run_dir, resume=bool(args.resume), progress=not args.quiet, steps=steps)
+    result = pretrain(config, run_dir, resume=bool(args.resume), progress=not args.quiet, steps=steps,
+                      on_start=announce("pretrain", run_dir))
     print(
         f"minipt pretrain: done at step {result.step}; best val_loss {result.best_metric:.4f} "
         f"(step {result.best_step}); run folder {run_dir}"
@@ -179,6 +185,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     if args.tokens < 0:
         raise MiniptError(f"--tokens must be >= 0, got {args.tokens}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise MiniptError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise MiniptError(f"--temperature must be a number > 0, got {args.temperature} (for the most likely token "
                           "every time, use --top-k 1)")
@@ -204,10 +212,41 @@ def run_generate(args: argparse.Namespace) -> int:
     # it ends a document, as in the text the model was trained on (minipt's own tokenizers have none).
     end_of_text = getattr(tokenizer, "eos_id", None)
     suppress = tuple(token for token in tokenizer.special_ids if token != end_of_text)
-    output = model.generate(idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=generator,
-                            suppress_tokens=suppress)
-    print(tokenizer.decode(output[0].tolist()))
+    stream = TextStream(tokenizer)
+    print(tokenizer.decode(prompt_ids), end="", flush=True)
+    try:  # each token is printed as it comes; Ctrl-C keeps what was printed
+        model.generate(idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=generator,
+                       suppress_tokens=suppress, on_token=stream.put)
+    except interrupts.Interrupted as stop:
+        stream.close()
+        print(f"minipt generate: interrupted after {stream.tokens} of {args.tokens} tokens; the text above is what "
+              "was generated", file=sys.stderr)
+        return stop.exit_status
+    stream.close()
     return 0
+
+
+class TextStream:
+    """Prints generated tokens as they come. A byte-level BPE token can hold half of a character's UTF-8 bytes;
+    such a token waits (up to 4 tokens, the longest UTF-8 character) until its character is whole, so that the
+    printed text is exactly ``tokenizer.decode`` of all the tokens."""
+
+    def __init__(self, tokenizer: object) -> None:
+        self.tokenizer, self.pending, self.tokens = tokenizer, [], 0
+
+    def put(self, ids: object) -> None:
+        """One step's draw ``(1, 1)``: decode what is pending and print it unless a character is cut."""
+        self.tokens += 1
+        self.pending.append(int(ids[0, 0]))
+        text = self.tokenizer.decode(self.pending)
+        if not text.endswith("\ufffd") or len(self.pending) >= 4:
+            print(text, end="", flush=True)
+            self.pending = []
+
+    def close(self) -> None:
+        """Print what is still pending and end the line."""
+        print(self.tokenizer.decode(self.pending), flush=True)
+        self.pending = []
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -251,8 +290,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     if "from_run" not in settings:
         raise MiniptError("--from RUN_DIR is required (the pretraining run to finetune)")
     config = FinetuneConfig(**settings)
-    print(f"minipt finetune: writing the run into {out}", flush=True)
-    summary = finetune(config, out, progress=not args.quiet, resume=bool(args.resume))
+    summary = finetune(config, out, progress=not args.quiet, resume=bool(args.resume),
+                       on_start=announce("finetune", out))
     select = config.select
     print(
         f"minipt finetune: best val {select} {summary[f'best_val_{select}']:.4f} (step {summary['best_step']}); "

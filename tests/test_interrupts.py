@@ -525,3 +525,29 @@ def test_an_interrupted_demo_says_which_run_to_continue(tmp_path, capsys, monkey
         f"minipt demo: interrupted at step 4; last.pt saved; continue with: minipt pretrain --resume {run}; "
         f"the demo itself starts over: remove {out} or choose another --out")
     assert load_checkpoint(run / "last.pt")["loop"]["step"] == 4
+
+
+def test_ctrl_c_during_generate_keeps_what_was_printed_and_exits_130(corpus, tmp_path, capsys, monkeypatch):
+    """Issue 24: generate prints each token as it comes; Ctrl-C after the 5th token (a hook, not a sleep) leaves
+    the prompt and those 5 tokens on stdout, one line on stderr, and status 130."""
+    import minipt.cli
+
+    run = tmp_path / "lm"
+    assert main(["pretrain", "--corpus", str(corpus), "--out", str(run), *TINY, "--steps", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    real_put = minipt.cli.TextStream.put
+
+    def put_then_interrupt(self, ids) -> None:
+        real_put(self, ids)
+        if self.tokens == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(minipt.cli.TextStream, "put", put_then_interrupt)
+    status = main(["generate", "--from", str(run), "--prompt", "To be", "--tokens", "100000000000", "--seed", "1"])
+    out, err = capsys.readouterr()
+    assert status == 130, err
+    assert err.strip() == ("minipt generate: interrupted after 5 of 100000000000 tokens; the text above is what was "
+                           "generated")
+    monkeypatch.setattr(minipt.cli.TextStream, "put", real_put)
+    assert main(["generate", "--from", str(run), "--prompt", "To be", "--tokens", "5", "--seed", "1"]) == 0
+    assert out == capsys.readouterr().out and len(out) == len("To be") + 5 + 1  # the same 5 tokens, and a newline

@@ -17,6 +17,7 @@ import io
 import json
 import random
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from minipt.errors import MiniptError, warn
@@ -104,6 +105,7 @@ def _rows(path: Path, content: str) -> tuple[list[str], list[tuple[int, dict]]]:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         reader = csv.DictReader(io.StringIO(content, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        _check_unique_header(path, reader.fieldnames or [])
         rows = []
         for row in reader:
             if None in row or None in row.values():  # more fields than the header (key None), or fewer (value None)
@@ -122,7 +124,7 @@ def _rows(path: Path, content: str) -> tuple[list[str], list[tuple[int, dict]]]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=partial(_unique_keys, path, line_number))
             except json.JSONDecodeError as error:
                 raise DataError(f"{path}: line {line_number}: not valid JSON ({error.msg})") from None
             if not isinstance(row, dict):
@@ -131,6 +133,23 @@ def _rows(path: Path, content: str) -> tuple[list[str], list[tuple[int, dict]]]:
             rows.append((line_number, row))
         return columns, rows
     raise DataError(f"{path}: unknown labelled-file type {suffix or '(no extension)'!r}; use .csv, .tsv or .jsonl")
+
+
+def _check_unique_header(path: Path, names: list[str]) -> None:
+    """A header that names a column twice (``text,label,label``) is an error: a row would keep only the last."""
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise DataError(f"{path}: line 1: the header names the column {name!r} twice; rename one of them")
+
+
+def _unique_keys(path: Path, line_number: int, pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object with a key twice (``{"label": "a", "label": "b"}``) is an error, as in a CSV header."""
+    row = {}
+    for key, value in pairs:
+        if key in row:
+            raise DataError(f"{path}: line {line_number}: the key {key!r} appears twice; rename one of them")
+        row[key] = value
+    return row
 
 
 def _field(path: Path, line_number: int, row: dict, column: str, what: str) -> str:
@@ -206,6 +225,9 @@ def read_labelled(
     split 80/10/10 stratified by label, shuffled by ``seed`` (the same seed gives the same split).
     """
     path = Path(path)
+    if text_column == label_column:
+        raise DataError(f"{path}: the text column and the label column are both {text_column!r}; choose two "
+                        "different columns (--text-column, --label-column)")
     columns, rows = _rows(path, _read_utf8(path))
     missing = [column for column in (text_column, label_column) if column not in columns]
     if missing:

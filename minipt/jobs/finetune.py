@@ -30,7 +30,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,8 @@ from minipt.data import TASKS, LabelledData, load_task
 from minipt.data.datasets import ClassificationDataset, balanced_sampler, collate_classification
 from minipt.data.tokenizers import Tokenizer, load_tokenizer
 from minipt.errors import MiniptError, warn
-from minipt.jobs.sources import load_pretrained
+from minipt.jobs.pretrain import check_model_section, is_finetuning_run
+from minipt.jobs.sources import HF_GPT2, load_pretrained
 from minipt.metrics import accuracy, classification_report, confusion_matrix, macro_f1
 from minipt.models import SequenceClassifier, build_model
 from minipt.models.heads import POOLINGS
@@ -51,9 +52,21 @@ from minipt.nn import set_fast
 from minipt.plots import plot_confusion_matrix, read_metrics
 from minipt.runs import fingerprints
 from minipt.runs.folder import lock_run, new_run_dir, read_config, read_json, write_atomic, write_config, write_json
-from minipt.runs.settings import COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, between, check_settings, one_of, setting
+from minipt.runs.settings import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    SEED,
+    absolute_path,
+    between,
+    check_settings,
+    one_of,
+    setting,
+    settings_from_saved,
+)
 from minipt.training import distributed, frozen_cache, interrupts, strategies
-from minipt.training.checkpoint import load_checkpoint, load_weights
+from minipt.training.checkpoint import check_architecture, load_checkpoint, load_weights
 from minipt.training.loop import TrainConfig, TrainResult, resolve_device, train, use_threads
 
 __all__ = [
@@ -71,6 +84,7 @@ __all__ = [
 ]
 
 SELECT_METRICS = ("accuracy", "macro_f1")  # the validation metric that picks best.pt
+UNKNOWN_WARNING_SHARE = 0.2  # more of the training tokens <unk> than this: the model cannot read the texts
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -108,7 +122,7 @@ class FinetuneConfig:
                                   "(0: all)", rule=COUNT)
     val_examples: int = setting(0, "score only this many validation examples after each epoch, a stratified sample "
                                 "(0: all; the test split is always scored in full)", rule=COUNT)
-    seed: int = setting(0, "random seed (same seed and settings give the same run)", rule=COUNT)
+    seed: int = setting(0, "random seed (same seed and settings give the same run)", rule=SEED)
     device: str = setting("auto", "auto (CUDA when present), cpu or cuda", rule=one_of(*DEVICES))
     threads: int = setting(0, "CPU threads torch may use (0: every core)", rule=COUNT)
     from_scratch: bool = setting(False, "random initialisation of the same architecture (the control; --from still "
@@ -128,6 +142,9 @@ class FinetuneConfig:
             raise MiniptError(f"--task {self.task}: more next-token training on a text file is now "
                               f"`minipt pretrain --init-from RUN_DIR --corpus {self.task[3:]}`")
         check_settings(self)
+        if self.text_column == self.label_column:
+            raise MiniptError(f"--text-column and --label-column are both {self.text_column!r}; the text and the "
+                              "label must be two different columns")
         resolve_device(self.device)  # no CUDA: fail now, before anything is written
 
 
@@ -341,14 +358,45 @@ def prepare_data(config: FinetuneConfig, task: LabelledData, tokenizer: Tokenize
     """A stratified few-label subset of the training (and validation) split, encoded; the validation and test
     batches."""
     train_examples = select_train_examples(task.train, config.train_examples, config.seed)
+    check_every_class_trains(train_examples, task, config.train_examples)
     validation_examples = select_train_examples(task.validation, config.val_examples, config.seed)
     add_cls = config.pooling == "first"  # the <cls> position only matters when it is the one read
     make_dataset = partial(ClassificationDataset, tokenizer=tokenizer, labels=task.labels, max_len=max_len,
                            add_cls=add_cls)
     validation_batches = classification_batches(make_dataset(validation_examples), config.batch_size, tokenizer.pad_id)
     test_batches = classification_batches(make_dataset(task.test), config.batch_size, tokenizer.pad_id)
-    return FinetuneData(task, train_examples, validation_examples, make_dataset(train_examples), validation_batches,
-                        test_batches, max_len, add_cls)
+    train_set = make_dataset(train_examples)
+    warn_unknown_tokens(train_set, train_examples, tokenizer, config.task, skip_first=add_cls)
+    return FinetuneData(task, train_examples, validation_examples, train_set, validation_batches, test_batches,
+                        max_len, add_cls)
+
+
+def check_every_class_trains(train_examples: list[tuple[str, str]], task: LabelledData, asked: int) -> None:
+    """Every class needs at least one training example (``--train-examples`` may take too few): an error."""
+    if len(train_examples) < len(task.labels):
+        raise MiniptError(f"--train-examples {asked} is fewer than the {len(task.labels)} classes of {task.name}; "
+                          f"take at least {len(task.labels)}")
+    seen = {label for _, label in train_examples}
+    missing = [label for label in task.labels if label not in seen]
+    if missing:
+        raise MiniptError(f"--train-examples {asked} leaves class {missing[0]!r} of {task.name} without a training "
+                          "example (its share of the file is too small); take more")
+
+
+def warn_unknown_tokens(train_set: ClassificationDataset, train_examples: list[tuple[str, str]],
+                        tokenizer: Tokenizer, task_name: str, skip_first: bool) -> None:
+    """Warn when more than 20% of the training tokens are ``<unk>`` (characters the pretraining corpus never had),
+    with the share and one such character. ``skip_first``: each example starts with ``<cls>``, not counted."""
+    unk = tokenizer.unk_id
+    if unk == getattr(tokenizer, "eos_id", None):  # GPT-2's byte-level tokenizer: no <unk> of its own
+        return
+    tokens = [ids[1:] if skip_first else ids for ids, _ in train_set]
+    total, unknown = sum(map(len, tokens)), sum(ids.count(unk) for ids in tokens)
+    if total == 0 or unknown / total <= UNKNOWN_WARNING_SHARE:
+        return
+    example = next((char for text, _ in train_examples for char in text if tokenizer.encode(char) == [unk]), "?")
+    warn(f"{task_name}: {unknown / total:.0%} of the training tokens are <unk> (characters the pretraining corpus "
+         f"never had, e.g. {example!r}); the model cannot read them")
 
 
 def uses_cache(config: FinetuneConfig, frozen_k: int) -> bool:
@@ -419,7 +467,8 @@ def write_run_files(run_dir: Path, config: FinetuneConfig, tokenizer: Tokenizer,
 
 
 def finetune(
-    config: FinetuneConfig, run_dir: str | Path, progress: bool = True, verbose: bool = True, resume: bool = False
+    config: FinetuneConfig, run_dir: str | Path, progress: bool = True, verbose: bool = True, resume: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> dict:
     """Finetune ``config.from_run``'s model on ``config.task`` into ``run_dir``; returns the summary dict.
 
@@ -429,7 +478,9 @@ def finetune(
     is interrupted before its first ``last.pt`` leaves no folder (:func:`minipt.runs.folder.new_run_dir`); the run
     folder is locked while the job runs (:func:`minipt.runs.folder.lock_run`: one process per run).
     Under torchrun the ranks share each epoch's examples, rank 0 writes the run, and every rank returns rank 0's
-    summary.
+    summary. The run records its labelled file and ``--from`` run as absolute paths, so it continues and is
+    evaluated from any working directory. ``on_start()`` is called once the run really starts (its backbone, data
+    and folder are ready; the command line prints "writing the run into RUN" there).
     """
     run_dir = Path(run_dir)
     with interrupts.in_run(run_dir, "finetune"):  # Ctrl-C: the message says what this run saved
@@ -437,10 +488,29 @@ def finetune(
             with distributed.on_main(lambda: lock_run(run_dir)):  # one process per run
                 config = resumed_config(config, run_dir)
                 config.check()
-                return finetune_run(config, run_dir, progress, verbose, resume=True)
+                return finetune_run(config, run_dir, progress, verbose, resume=True, on_start=on_start)
         config.check()  # the settings and the device, before anything is written
+        config = replace(config, task=absolute_path(config.task, TASKS), from_run=absolute_source(config.from_run))
         with distributed.on_main(lambda: new_run_dir(run_dir)):  # checked and locked by rank 0
-            return finetune_run(config, run_dir, progress, verbose, resume=False)
+            return finetune_run(config, run_dir, progress, verbose, resume=False, on_start=on_start)
+
+def absolute_source(from_run: str) -> str:
+    """``--from`` as a run records it: an absolute run folder, or ``hf-gpt2:`` and an absolute folder."""
+    if from_run.startswith(HF_GPT2):
+        return HF_GPT2 + absolute_path(from_run.removeprefix(HF_GPT2))
+    return absolute_path(from_run)
+
+
+def check_files_are_there(config: FinetuneConfig, run_dir: Path, flag: str) -> None:
+    """The labelled file and the pretraining run a finetuning run recorded must still be there: one line with the
+    path looked for."""
+    if config.task not in TASKS and not Path(config.task).is_file():
+        raise MiniptError(f"{flag} {run_dir}: its labelled file is not at {Path(config.task).absolute()} (moved or "
+                          "deleted?); put it back there" + (", or pass --task FILE" if flag == "--from" else ""))
+    source = config.from_run.removeprefix(HF_GPT2)
+    if flag == "--resume" and not Path(source).is_dir():
+        raise MiniptError(f"--resume {run_dir}: the run it finetunes is not at {Path(source).absolute()} (moved or "
+                          "deleted?); put it back there")
 
 
 def resumed_config(config: FinetuneConfig, run_dir: Path) -> FinetuneConfig:
@@ -448,17 +518,39 @@ def resumed_config(config: FinetuneConfig, run_dir: Path) -> FinetuneConfig:
     its labelled file must be unchanged. A run whose training ended but whose test split was not scored (Ctrl-C
     came then) is unfinished: resuming it scores the test split."""
     saved = read_config(run_dir)
-    if "classifier" not in saved:
+    if not is_finetuning_run(saved):
         raise MiniptError(f"--resume {run_dir} is a pretraining run; continue it with minipt pretrain --resume")
+    saved_config = check_finetune_sections(saved, run_dir / "config.json")
     if not (run_dir / "last.pt").exists():
         raise MiniptError(f"--resume {run_dir}: there is no last.pt to continue from")
     if "test_accuracy" in (read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}):
         raise MiniptError(f"--resume {run_dir}: the run is finished (summary.json); start a new one with --out")
-    fingerprints.check_unchanged(saved["data"].get("task_file"), saved["finetune"]["task"], f"--resume {run_dir}")
-    return FinetuneConfig(**{**saved["finetune"], "device": config.device, "threads": config.threads})
+    check_files_are_there(saved_config, run_dir, "--resume")
+    fingerprints.check_unchanged(saved.get("data", {}).get("task_file"), saved_config.task, f"--resume {run_dir}")
+    return replace(saved_config, device=config.device, threads=config.threads)
 
 
-def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose: bool, resume: bool) -> dict:
+def check_finetune_sections(saved: dict, path: Path) -> FinetuneConfig:
+    """The sections of a finetuning run's ``config.json`` that reading it back needs, checked (a missing section
+    or an unknown key is one line naming it); returns the run's settings."""
+    config = settings_from_saved(FinetuneConfig, saved, "finetune", path)
+    check_model_section(saved, path)
+    classifier = saved.get("classifier")
+    if not isinstance(classifier, dict):
+        raise MiniptError(f"{path}: no 'classifier' section (a config.json that minipt wrote has one; was it edited?)")
+    for key in classifier:
+        if key not in ("num_classes", "pooling", "dropout"):
+            raise MiniptError(f"{path}: section 'classifier': unknown key {key!r}")
+    expected = {"labels": list, "max_len": int, "add_cls": bool}
+    for key, kind in expected.items():
+        if not isinstance(saved.get(key), kind):
+            raise MiniptError(f"{path}: {key!r} is missing or not a {kind.__name__} (a config.json that minipt wrote "
+                              "has it; was it edited?)")
+    return config
+
+
+def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose: bool, resume: bool,
+                 on_start: Callable[[], None] | None = None) -> dict:
     """The body of :func:`finetune`: backbone, task, classifier, strategy, the training loop, the test split."""
     distributed.barrier()  # under torchrun: every rank checked the folder before rank 0 writes into it
     distributed.log_global_batch(config.batch_size, 1, "examples")
@@ -481,6 +573,8 @@ def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose:
         callbacks.append(strategies.GradualUnfreezing(every, floor=frozen_k))
     if not resume and distributed.is_main():
         write_run_files(run_dir, config, tokenizer, saved, model, data)
+    if on_start is not None:
+        on_start()
     table = strategies.trainable_parameter_table(model)
     if verbose and distributed.is_main():
         print(strategies.format_parameter_table(table), flush=True)
@@ -556,8 +650,9 @@ def write_test_report(run_dir: Path, metrics: dict, labels: list[str], title: st
 def read_finetune_run(run_dir: Path) -> dict:
     """The ``config.json`` of a finetuning run, with a clear error when the folder is not one."""
     saved = read_config(run_dir)
-    if "classifier" not in saved:
+    if not is_finetuning_run(saved):
         raise MiniptError(f"--from {run_dir} is a pretraining run; evaluate needs a finetuning run (minipt finetune)")
+    check_finetune_sections(saved, run_dir / "config.json")
     if not (run_dir / "best.pt").exists():
         raise MiniptError(f"--from {run_dir}: there is no best.pt")
     return saved
@@ -573,7 +668,9 @@ def load_classifier(
     settings = dict(saved["model"])
     backbone = set_fast(build_model(settings.pop("architecture"), **settings), fast)
     model = SequenceClassifier(backbone, **saved["classifier"])
-    load_weights(model, load_checkpoint(run_dir / "best.pt")["model"], run_dir / "best.pt")
+    checkpoint = load_checkpoint(run_dir / "best.pt")
+    check_architecture(model, checkpoint, run_dir / "best.pt")  # an edited config.json must not change the model
+    load_weights(model, checkpoint["model"], run_dir / "best.pt")
     return model.to(resolve_device(device)).eval(), load_tokenizer(run_dir / "tokenizer.json"), saved
 
 
@@ -584,6 +681,8 @@ def evaluate_run(run_dir: str | Path, task: str | None = None, split: str = "tes
     """
     model, tokenizer, saved = load_classifier(run_dir, device)
     trained_on = saved["finetune"]["task"]
+    if task is None:
+        check_files_are_there(FinetuneConfig(**saved["finetune"]), Path(run_dir), "--from")
     recorded, now = saved.get("data", {}).get("task_file"), fingerprints.fingerprint(task or trained_on, TASKS)
     if (task is None or Path(task) == Path(trained_on)) and fingerprints.changed(recorded, now):
         warn(f"{fingerprints.describe(recorded, now)}; the scores are on the file as it is now")

@@ -22,6 +22,8 @@ on a new corpus — domain adaptation — with that run's tokenizer and architec
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -44,7 +46,7 @@ from minipt.data.datasets import IGNORE_INDEX
 from minipt.data.tokenizers import FIRST_MERGE_ID, BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from minipt.errors import MiniptError
 from minipt.metrics import perplexity
-from minipt.models import MaskedLMWithNextSentenceHead, build_model
+from minipt.models import MODEL_CLASSES, MaskedLMWithNextSentenceHead, build_model
 from minipt.models.language_model import LanguageModel, cross_entropy, language_model_loss
 from minipt.models.modes import evaluation_mode
 from minipt.nn import set_fast
@@ -55,14 +57,17 @@ from minipt.runs.settings import (
     NON_NEGATIVE,
     POSITIVE,
     POSITIVE_INT,
+    SEED,
     Rule,
+    absolute_path,
     between,
     check_settings,
     one_of,
     setting,
+    settings_from_saved,
 )
 from minipt.training import distributed, interrupts, strategies
-from minipt.training.checkpoint import load_checkpoint, load_weights
+from minipt.training.checkpoint import check_architecture, load_checkpoint, load_weights
 from minipt.training.loop import TrainConfig, TrainResult, resolve_device, train, use_threads
 
 __all__ = [
@@ -137,7 +142,7 @@ class PretrainConfig:
     eval_every: int = setting(250, "evaluate (and save last.pt) every this many steps", rule=POSITIVE_INT)
     eval_batches: int = setting(20, "cap on validation batches per evaluation (0: the whole validation split)",
                                 rule=COUNT)
-    seed: int = setting(1337, "random seed (same seed and settings give the same run)", rule=COUNT)
+    seed: int = setting(1337, "random seed (same seed and settings give the same run)", rule=SEED)
     device: str = setting("auto", "auto (CUDA when present), cpu or cuda", rule=one_of(*DEVICES))
     threads: int = setting(0, "CPU threads torch may use (0: every core)", rule=COUNT)
 
@@ -161,7 +166,71 @@ class PretrainConfig:
             strategies.parse_freeze(self.freeze, self.n_layers)
         elif self.freeze != "none":
             raise MiniptError("--freeze needs --init-from RUN_DIR (the run whose model is trained further)")
-        resolve_device(self.device)  # no CUDA: fail now, before anything is written
+        check_fits_in_memory(self, resolve_device(self.device))  # no CUDA: fail now, before anything is written
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Will it fit? The memory a run needs, estimated from its settings before anything is allocated
+# ----------------------------------------------------------------------------------------------------------
+
+FLOAT_BYTES = 4  # float32
+CHAR_VOCABULARY = 100  # a character tokenizer's vocabulary is known only after reading the corpus; about this
+
+
+def parameter_count(config: PretrainConfig) -> int:
+    r"""The number of parameters the settings give, before the corpus is read (``V``: ``--bpe-vocab-size``, or
+    about 100 characters). Transformer (tied head, learned positions):
+    :math:`Vd + Td + L(4d^2 + 4d + 2 d f + f + d + 4d) + 2d`; GRU: :math:`Vd` plus per layer
+    :math:`3(i H + H^2 + 2H)` (``i`` = d for the first layer, H above), plus :math:`HV + V` when the head is not
+    tied (``H != d``)."""
+    V = config.bpe_vocab_size if config.tokenizer == "bpe" else CHAR_VOCABULARY
+    d, L = config.d_model, config.n_layers
+    if config.model == "transformer":
+        f, T = config.d_ff, config.block_size
+        return V * d + T * d + L * (4 * d * d + 4 * d + 2 * d * f + f + d + 4 * d) + 2 * d
+    H = config.hidden_size
+    layers = 3 * (d * H + H * H + 2 * H) + (L - 1) * 3 * (2 * H * H + 2 * H)
+    return V * d + layers + (0 if d == H else H * V + V)
+
+
+def activation_floats(config: PretrainConfig) -> int:
+    """A lower bound on the numbers one training step keeps for the backward pass, for one micro-batch of
+    ``B x T`` tokens: per token and layer about ``10 d + 2 f`` for a Transformer block plus ``2 h T`` attention
+    weights (scores and probabilities), about ``10 H`` for a GRU layer; and the logits with their softmax, ``2 V``."""
+    V = config.bpe_vocab_size if config.tokenizer == "bpe" else CHAR_VOCABULARY
+    B, T, L = config.batch_size, config.block_size, config.n_layers
+    if config.model == "transformer":
+        per_layer = 10 * config.d_model + 2 * config.d_ff + 2 * config.n_heads * T
+    else:
+        per_layer = 10 * config.hidden_size
+    return B * T * (L * per_layer + 2 * V)
+
+
+def memory_of(device: torch.device) -> int | None:
+    """Bytes of memory of ``device``: the GPU's, or the machine's RAM (None where the system does not say)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # e.g. Windows
+        return None
+
+
+def check_fits_in_memory(config: PretrainConfig, device: torch.device) -> None:
+    """One line with the estimate in GiB when the parameters (with their gradients and AdamW's two moments, 16
+    bytes each) and one step's activations cannot fit in the device's memory: ``--d-model 100000000`` or
+    ``--batch-size 1000000000`` end here instead of in the allocator."""
+    memory = memory_of(device)
+    n_parameters = parameter_count(config)
+    weights = 4 * FLOAT_BYTES * n_parameters / 2**30
+    activations = FLOAT_BYTES * activation_floats(config) / 2**30
+    if memory is not None and (weights + activations) * 2**30 > memory:
+        raise MiniptError(
+            f"these sizes cannot fit: about {weights + activations:,.1f} GiB, {weights:,.1f} GiB for "
+            f"{n_parameters:,} parameters with their gradients and AdamW's moments and {activations:,.1f} GiB of "
+            f"activations for --batch-size {config.batch_size} x --block-size {config.block_size} tokens, "
+            f"against {memory / 2**30:,.1f} GiB of memory ({device.type}); choose smaller sizes"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -452,19 +521,54 @@ def checkpoint_path(run_dir: Path) -> Path:
     return path
 
 
+def is_finetuning_run(saved: dict) -> bool:
+    """A ``config.json`` written by ``minipt finetune`` (it has a ``classifier`` or a ``finetune`` section)."""
+    return "classifier" in saved or "finetune" in saved
+
+
 def read_pretraining_config(run_dir: Path, flag: str) -> dict:
-    """The ``config.json`` of a pretraining run; a finetuning run is a one-line error naming ``flag``."""
+    """The ``config.json`` of a pretraining run, checked: a finetuning run, a Hugging Face folder, a missing
+    section or an unknown key is a one-line error naming ``flag``, the file or the key."""
     saved = read_config(run_dir)
-    if "classifier" in saved:
+    if "model_type" in saved:  # the config.json of a Hugging Face folder
+        hint = f"; name it hf-gpt2:{run_dir}" if flag == "--from" else " (a minipt pretraining run is needed here)"
+        raise MiniptError(f"{flag} {run_dir} is a Hugging Face folder (config.json has model_type "
+                          f"{saved['model_type']!r}), not a minipt run{hint}")
+    if is_finetuning_run(saved):
         raise MiniptError(f"{flag} {run_dir} is a finetuning run; a pretraining run (from minipt pretrain) is needed")
+    settings_from_saved(PretrainConfig, saved, "pretrain", run_dir / "config.json")
+    check_model_section(saved, run_dir / "config.json")
     return saved
+
+
+def check_model_section(saved: dict, path: Path) -> None:
+    """The ``model`` section of a run's ``config.json``: an ``architecture`` minipt knows and only the keys its
+    constructor takes; otherwise one line naming the key."""
+    model = saved.get("model")
+    if not isinstance(model, dict):
+        raise MiniptError(f"{path}: no 'model' section (a config.json that minipt wrote has one; was it edited?)")
+    if model.get("architecture") not in MODEL_CLASSES:
+        raise MiniptError(f"{path}: section 'model': architecture must be one of {', '.join(MODEL_CLASSES)}, got "
+                          f"{model.get('architecture')!r}")
+    known = inspect.signature(MODEL_CLASSES[model["architecture"]]).parameters
+    for key in model:
+        if key != "architecture" and key not in known:
+            raise MiniptError(f"{path}: section 'model': unknown key {key!r}")
+
+
+def check_corpus_is_there(corpus: str, run_dir: Path, flag: str) -> None:
+    """A run's corpus file must still be where the run recorded it: one line with the path looked for."""
+    if corpus not in CORPORA and not Path(corpus).is_file():
+        raise MiniptError(f"{flag} {run_dir}: its corpus is not at {Path(corpus).absolute()} (moved or deleted?); "
+                          "put it back there")
 
 
 def resumed_config(config: PretrainConfig, run_dir: Path, steps: int | None = None) -> tuple[PretrainConfig, Tokenizer]:
     """The saved config of the run in ``run_dir`` (with ``config``'s device and threads, and ``steps`` when
     given) and its tokenizer. A finished run continues only with more ``steps``; its corpus must be unchanged."""
     saved = read_pretraining_config(run_dir, "--resume")
-    settings = {**saved["pretrain"], **{name: getattr(config, name) for name in HOW_TO_COMPUTE}}
+    settings = {**asdict(settings_from_saved(PretrainConfig, saved, "pretrain", run_dir / "config.json")),
+                **{name: getattr(config, name) for name in HOW_TO_COMPUTE}}
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     if not (run_dir / "last.pt").exists():
         raise MiniptError(f"--resume {run_dir}: there is no last.pt to continue from")
@@ -474,6 +578,7 @@ def resumed_config(config: PretrainConfig, run_dir: Path, steps: int | None = No
     if steps is None and done >= settings["steps"]:
         raise MiniptError(f"--resume {run_dir}: the run already did its {done} steps; pass a larger --steps to "
                           "train it further")
+    check_corpus_is_there(settings["corpus"], run_dir, "--resume")
     fingerprints.check_unchanged(saved.get("data", {}).get("corpus"), settings["corpus"], f"--resume {run_dir}")
     return PretrainConfig(**{**settings, "steps": steps or settings["steps"]}), tokenizer
 
@@ -481,8 +586,10 @@ def resumed_config(config: PretrainConfig, run_dir: Path, steps: int | None = No
 def config_from_run(config: PretrainConfig) -> tuple[PretrainConfig, Tokenizer]:
     """For ``init_from``: ``config`` with the architecture and tokenizer settings of that run, and its tokenizer."""
     run_dir = Path(config.init_from)
-    saved = read_pretraining_config(run_dir, "--init-from")["pretrain"]
-    architecture = {field.name: saved[field.name] for field in fields(config) if field.metadata["architecture"]}
+    saved = read_pretraining_config(run_dir, "--init-from")
+    trained = settings_from_saved(PretrainConfig, saved, "pretrain", run_dir / "config.json")
+    architecture = {field.name: getattr(trained, field.name) for field in fields(config)
+                    if field.metadata["architecture"]}
     return replace(config, **architecture), load_tokenizer(run_dir / "tokenizer.json")
 
 
@@ -490,7 +597,9 @@ def start_from_run(model: nn.Module, config: PretrainConfig, objective: Objectiv
     """Load the ``init_from`` run's weights into ``model``; return the validation loss and perplexity on the new
     corpus before any training (for ``summary.json``)."""
     path = checkpoint_path(Path(config.init_from))
-    load_weights(model, load_checkpoint(path)["model"], path)
+    checkpoint = load_checkpoint(path)
+    check_architecture(model, checkpoint, path)
+    load_weights(model, checkpoint["model"], path)
     with torch.no_grad(), evaluation_mode(model):
         before = objective.evaluate(model)
     return {"init_from": config.init_from, "val_loss_before": before["val_loss"],
@@ -513,7 +622,8 @@ def write_run_files(run_dir: Path, config: PretrainConfig, data: PretrainingData
 
 
 def pretrain(
-    config: PretrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, steps: int | None = None
+    config: PretrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, steps: int | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Build tokenizer, data, model and objective from ``config`` and train, writing the run into ``run_dir``.
 
@@ -527,6 +637,9 @@ def pretrain(
     embedding and the lowest ``config.freeze`` layers stay fixed; ``summary.json`` then also holds the validation
     loss before training. The model trains on its fast path (:func:`minipt.nn.set_fast`). Under torchrun each
     rank draws its own batches (seed ``seed + rank``) of ``batch_size`` sequences, and rank 0 writes the run.
+    The run records its corpus and ``init_from`` as absolute paths, so it continues from any working directory.
+    ``on_start()`` is called once the run really starts: its settings, folder and corpus file are checked (the
+    command line prints "writing the run into RUN" there).
     """
     run_dir = Path(run_dir)
     with interrupts.in_run(run_dir, "pretrain"):  # Ctrl-C: the message says what this run saved
@@ -538,21 +651,29 @@ def pretrain(
                     saved = read_config(run_dir)
                     write_config(run_dir, {**saved, "pretrain": asdict(config),
                                            "train": asdict(train_config(config, False))})
-                return train_run(config, run_dir, tokenizer, resume=True, progress=progress)
+                return train_run(config, run_dir, tokenizer, resume=True, progress=progress, on_start=on_start)
         hint = f", or continue that run with --resume {run_dir}"
         with distributed.on_main(lambda: new_run_dir(run_dir, hint=hint)):  # checked and locked by rank 0
             config, tokenizer = config_from_run(config) if config.init_from else (config, None)
             config.check()  # the settings and the device, before anything is written
             if config.warmup < 0:
                 config = replace(config, warmup=default_warmup(config.steps))  # recorded as the number it is
-            return train_run(config, run_dir, tokenizer, resume=False, progress=progress)
+            config = replace(config, corpus=absolute_path(config.corpus, CORPORA),
+                             init_from=absolute_path(config.init_from))  # recorded absolute: resume from anywhere
+            if config.corpus not in CORPORA and not Path(config.corpus).exists():
+                raise DataError(f"--corpus {config.corpus}: no such file, and not a built-in corpus "
+                                f"({', '.join(CORPORA)})")
+            return train_run(config, run_dir, tokenizer, resume=False, progress=progress, on_start=on_start)
 
 
 def train_run(
-    config: PretrainConfig, run_dir: Path, tokenizer: Tokenizer | None, resume: bool, progress: bool
+    config: PretrainConfig, run_dir: Path, tokenizer: Tokenizer | None, resume: bool, progress: bool,
+    on_start: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Data, model, objective and the training loop of :func:`pretrain` (``tokenizer``: the run's, or None)."""
     distributed.barrier()  # under torchrun: every rank checked the folder before rank 0 writes into it
+    if on_start is not None:  # settings, folder and corpus checked; reading the corpus may take a while
+        on_start()
     distributed.log_global_batch(config.batch_size, config.grad_accum, "sequences")
     use_threads(config.threads)
     data = load_data(config, tokenizer)
@@ -580,7 +701,7 @@ def load_run(
     the readable path unless ``fast=True`` (:func:`minipt.nn.set_fast`)."""
     run_dir = Path(run_dir)
     saved = read_pretraining_config(run_dir, "--from")
-    config = PretrainConfig(**saved["pretrain"])
+    config = settings_from_saved(PretrainConfig, saved, "pretrain", run_dir / "config.json")
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     trained_on = saved["model"].get("vocab_size", tokenizer.vocab_size)
     if tokenizer.vocab_size != trained_on:
@@ -588,7 +709,9 @@ def load_run(
                           f"trained on {trained_on}: that tokenizer does not belong to this run")
     path = checkpoint_path(run_dir)
     model = build_pretraining_model(config, tokenizer, fast=fast)
-    load_weights(model, load_checkpoint(path)["model"], path)
+    checkpoint = load_checkpoint(path)
+    check_architecture(model, checkpoint, path)  # an edited config.json must not silently change the model
+    load_weights(model, checkpoint["model"], path)
     if isinstance(model, MaskedLMWithNextSentenceHead):
         model = model.lm
     return model.to(device).eval(), tokenizer, saved

@@ -12,7 +12,7 @@ they turn token ids into hidden states. Everything around that lives here, writt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -199,9 +199,11 @@ class LanguageModel(nn.Module):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         suppress_tokens: Sequence[int] = (),
+        on_token: Callable[[Tensor], None] | None = None,
     ) -> Tensor:
         """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``; the ids in
-        ``suppress_tokens`` are never sampled.
+        ``suppress_tokens`` are never sampled. ``on_token(ids)`` is called with each step's draw ``(B, 1)`` as it
+        comes (``minipt generate`` prints the text as it is produced).
 
         Each step takes the next token's logits from the model (``_next_token_logits``: the Transformer re-reads
         its last ``max_len`` tokens, the GRU carries its states), samples from
@@ -221,6 +223,8 @@ class LanguageModel(nn.Module):
                 logits, state = self._next_token_logits(idx, new_tokens, state)  # (B, V)
                 new_tokens = sample_next_token(logits, temperature, top_k, generator, suppress_tokens)  # (B, 1)
                 idx = torch.cat([idx, new_tokens], dim=1)
+                if on_token is not None:
+                    on_token(new_tokens)
         return idx
 
     # ------------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ except ImportError:  # Windows: runs are not locked there
     fcntl = None
 
 __all__ = ["write_atomic", "write_json", "read_json", "check_new_run_dir", "new_run_dir", "lock_run", "write_config",
-           "read_config"]
+           "read_config", "make_run_dir"]
 
 LOCK = ".lock"  # the lock file in a running run's folder (removed when the run ends)
 
@@ -176,7 +176,7 @@ def new_run_dir(run_dir: str | os.PathLike, hint: str = "") -> Iterator[Path]:
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir, hint)
     existed = run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_dir(run_dir)  # a parent that is a file, or no right to write there: one line
     with lock_run(run_dir):
         try:
             if holds_files(run_dir):  # another process wrote here between the check and the lock
@@ -278,3 +278,18 @@ def read_config(run_dir: str | os.PathLike) -> dict:
     if not isinstance(config, dict):
         raise MiniptError(f"{run_dir / 'config.json'}: expected a JSON object, got {type(config).__name__}")
     return config
+
+
+def make_run_dir(run_dir: str | os.PathLike, flag: str = "--out") -> None:
+    """Create a new run's folder (and its parents), or raise a one-line :class:`MiniptError` naming ``flag`` when it
+    cannot be: a parent that is a file (``afile.txt/sub``), a place where nothing may be created (``/proc/foo``)."""
+    run_dir = Path(run_dir)
+    for parent in run_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise MiniptError(f"{flag} {run_dir}: {parent} is a file, not a folder; choose another place")
+            break
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MiniptError(f"{flag} {run_dir}: cannot create the folder ({error.strerror or error})") from None

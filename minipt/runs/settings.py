@@ -17,6 +17,8 @@ got -5``. A setting is called the same from the flag (``--grad-accum``) to the f
 from __future__ import annotations
 
 import json
+import math
+import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields
@@ -29,6 +31,8 @@ __all__ = [
     "Rule",
     "POSITIVE_INT",
     "COUNT",
+    "SEED",
+    "MAX_SEED",
     "POSITIVE",
     "NON_NEGATIVE",
     "one_of",
@@ -37,6 +41,8 @@ __all__ = [
     "flag",
     "check_settings",
     "read_settings_file",
+    "settings_from_saved",
+    "absolute_path",
 ]
 
 
@@ -54,13 +60,16 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """An int or a finite float: ``inf`` is refused like ``nan`` (an infinite learning rate is no setting)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1: room for the small offsets added (rank, split, epoch)
 POSITIVE_INT = Rule(lambda v: _is_int(v) and v >= 1, "{flag} must be a positive integer, got {value!r}")
 COUNT = Rule(lambda v: _is_int(v) and v >= 0, "{flag} must be an integer >= 0, got {value!r}")
-POSITIVE = Rule(lambda v: _is_number(v) and v > 0, "{flag} must be > 0, got {value!r}")
-NON_NEGATIVE = Rule(lambda v: _is_number(v) and v >= 0, "{flag} must be >= 0, got {value!r}")
+SEED = Rule(lambda v: _is_int(v) and 0 <= v <= MAX_SEED, "{flag} must be an integer from 0 to 2**63 - 1, got {value!r}")
+POSITIVE = Rule(lambda v: _is_number(v) and v > 0, "{flag} must be > 0 and finite, got {value!r}")
+NON_NEGATIVE = Rule(lambda v: _is_number(v) and v >= 0, "{flag} must be >= 0 and finite, got {value!r}")
 
 
 def one_of(*choices: str) -> Rule:
@@ -134,14 +143,41 @@ def read_settings_file(path: str, config_class: type, extra: dict[str, type] | N
         raise MiniptError(f"--config {path}: cannot read it ({error})") from None
     if not isinstance(settings, dict):
         raise MiniptError(f"--config {path}: expected a table of settings, got {type(settings).__name__}")
+    return _typed_settings(settings, config_class, f"--config {path}", extra)
+
+
+def _typed_settings(settings: dict, config_class: type, where: str, extra: dict[str, type] | None = None) -> dict:
+    """``settings`` checked against the fields of ``config_class`` (and the ``extra`` keys): an unknown key or a
+    value of the wrong type is an error that starts with ``where``; an integer becomes a float where one is due."""
     types = {f.name: type(f.default) if f.default is not MISSING else str for f in fields(config_class)}
     types.update(extra or {})
+    settings = dict(settings)
     for key, value in settings.items():
         if key not in types:
-            raise MiniptError(f"--config {path}: unknown key {key!r} (known keys: {', '.join(types)})")
+            raise MiniptError(f"{where}: unknown key {key!r} (known keys: {', '.join(types)})")
         expected = types[key]
         if expected is float and _is_int(value):
             settings[key] = float(value)
         elif not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
-            raise MiniptError(f"--config {path}: key {key!r} must be a {expected.__name__}, got {value!r}")
+            raise MiniptError(f"{where}: key {key!r} must be a {expected.__name__}, got {value!r}")
     return settings
+
+
+def settings_from_saved(config_class: type, saved: dict, section: str, path: str | Path) -> Any:
+    """The ``config_class`` of a run, from the ``section`` of its ``config.json`` (``path``, for the messages).
+
+    A missing section, an unknown key (edited, or written by another minipt) or a value of the wrong type is one
+    line naming the file, the section and the key, not a ``KeyError`` or ``TypeError``. A key the section lacks
+    takes its default (a run written before that setting existed)."""
+    if not isinstance(saved.get(section), dict):
+        raise MiniptError(f"{path}: no {section!r} section (a config.json that minipt wrote has one; was it edited?)")
+    return config_class(**_typed_settings(saved[section], config_class, f"{path}: section {section!r}"))
+
+
+def absolute_path(name_or_path: str, builtins: tuple[str, ...] = ()) -> str:
+    """A path setting as a run records it: absolute (``data/my.txt`` -> ``/home/ana/course/data/my.txt``), so that
+    ``--resume`` and ``minipt evaluate`` find the file from any working directory. Built-in names (one of
+    ``builtins``), and ``""`` (not set), stay as they are."""
+    if not name_or_path or name_or_path in builtins:
+        return name_or_path
+    return os.path.abspath(os.path.expanduser(name_or_path))

@@ -26,7 +26,8 @@ import torch
 from minipt.errors import MiniptError
 from minipt.runs.folder import write_atomic
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "rng_state", "set_rng_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "rng_state", "set_rng_state", "architecture_of",
+           "check_architecture"]
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
@@ -55,6 +56,17 @@ def _unsafe_reason(error: pickle.UnpicklingError) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6: a zip archive
+PICKLE_MAGIC = b"\x80"  # a pickle of protocol 2 or later (torch's older format, or pickle.dump) starts with it
+
+
+def _is_zip_or_pickle(path: Path) -> bool:
+    """The file starts as a zip archive or a pickle does (what ``torch.load`` can read at all)."""
+    with path.open("rb") as file:
+        head = file.read(len(ZIP_MAGIC))
+    return head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`, refusing anything but plain data.
 
@@ -68,6 +80,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         problem = "is a folder, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
         raise MiniptError(f"{path}: {problem}")
+    if path.stat().st_size and not _is_zip_or_pickle(path):  # random bytes, a text file: never written by torch.save
+        raise MiniptError(f"{path}: not a checkpoint ({path.stat().st_size} bytes, unreadable)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
@@ -91,6 +105,43 @@ def load_weights(model: torch.nn.Module, state_dict: dict, path: str | os.PathLi
     except RuntimeError as error:
         detail = " ".join(str(error).split())  # torch lists every key on its own line
         raise MiniptError(f"{path}: the weights do not fit this model ({detail[:300]})") from None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The architecture the weights were trained with
+# ----------------------------------------------------------------------------------------------------------
+
+
+def architecture_of(model: torch.nn.Module) -> dict:
+    """The constructor arguments of ``model`` and of each sub-model that keeps them in a ``config`` dict (a
+    classifier's ``backbone``, a next-sentence model's ``lm``), flattened: ``{"num_classes": 2, "pooling":
+    "mean", ..., "backbone.n_heads": 2, ...}``. ``fast`` is left out: it changes how the model computes, not what.
+
+    A checkpoint stores this (``"architecture"``) next to the weights, because the weights alone do not say
+    everything: ``n_heads`` 2 and 4 give tensors of the same shapes, so edited settings would load silently and
+    compute another function."""
+    found = {}
+    for name, module in model.named_modules():
+        config = getattr(module, "config", None)
+        if isinstance(config, dict):
+            prefix = f"{name}." if name else ""
+            found.update({prefix + key: value for key, value in config.items() if key != "fast"})
+    return found
+
+
+def check_architecture(model: torch.nn.Module, checkpoint: dict, path: str | os.PathLike) -> None:
+    """Refuse to load ``checkpoint`` into ``model`` when ``model`` was built with other settings than the weights
+    were trained with (e.g. an edited ``config.json``); the message names the first setting that differs. A
+    checkpoint written before checkpoints stored their architecture is not checked."""
+    trained = checkpoint.get("architecture")
+    if not isinstance(trained, dict):
+        return
+    built = architecture_of(model)
+    for key in [*trained, *(key for key in built if key not in trained)]:
+        before, now = trained.get(key, "(absent)"), built.get(key, "(absent)")
+        if before != now:
+            raise MiniptError(f"{path}: the weights were trained with {key} = {before!r}, but the run's config.json "
+                              f"now gives {now!r}; the settings no longer match the weights (restore config.json)")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -22,7 +22,15 @@ from torch import nn
 
 from minipt.errors import MiniptError
 from minipt.training import distributed, interrupts
-from minipt.training.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
+from minipt.training.checkpoint import (
+    architecture_of,
+    check_architecture,
+    load_checkpoint,
+    load_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 __all__ = ["LoopState", "TrainingState"]
 
@@ -98,6 +106,7 @@ class TrainingState:
         with interrupts.shielded():  # Ctrl-C now (a second one too) waits until the file is whole
             save_checkpoint(path, {
                 "model": self.model.state_dict(),
+                "architecture": architecture_of(self.model),  # what the weights are: checked when they are loaded
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "loop": asdict(self.loop),
@@ -114,6 +123,7 @@ class TrainingState:
             raise MiniptError(f"{path} was written by {ranks} process(es) and this job has "
                               f"{distributed.world_size()}: resume it with torchrun --nproc-per-node {ranks} "
                               "(or without torchrun for 1)")
+        check_architecture(self.model, checkpoint, path)
         load_weights(self.model, checkpoint["model"], path)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
