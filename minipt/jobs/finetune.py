@@ -403,7 +403,8 @@ def train_config(config: FinetuneConfig, steps: int, steps_per_epoch: int, progr
     """The loop's settings: one evaluation per epoch, best.pt by the ``select`` metric, 10% warmup."""
     return TrainConfig(steps=steps, lr=config.lr, weight_decay=config.weight_decay, warmup=steps // 10,
                        eval_every=steps_per_epoch, monitor=f"val_{config.select}", mode="max",
-                       patience=config.patience or None, device=config.device, progress=progress, loss_unit="example")
+                       patience=config.patience or None, device=config.device, progress=progress, loss_unit="example",
+                       fast_optimizer=True)
 
 
 def write_run_files(run_dir: Path, config: FinetuneConfig, tokenizer: Tokenizer, saved: dict,

@@ -430,6 +430,7 @@ def train_config(config: PretrainConfig, progress: bool) -> TrainConfig:
         eval_every=config.eval_every,
         device=config.device,
         progress=progress,
+        fast_optimizer=True,
     )
 
 
