@@ -111,6 +111,8 @@ class FinetuneConfig:
     seed: int = setting(0, "random seed (same seed and settings give the same run)", rule=COUNT)
     device: str = setting("auto", "auto (CUDA when present), cpu or cuda", rule=one_of(*DEVICES))
     threads: int = setting(0, "CPU threads torch may use (0: every core)", rule=COUNT)
+    compile: bool = setting(False, "torch.compile the model's forward (and backward): faster steps after a compilation "
+                            "that takes tens of seconds (benchmarks/RESULTS.md, compile)")
     from_scratch: bool = setting(False, "random initialisation of the same architecture (the control; --from still "
                                  "names the run whose architecture and tokenizer are copied)")
     balanced: bool = setting(True, "class-balanced batches: every class drawn equally often on average (against "
@@ -458,7 +460,8 @@ def resumed_config(config: FinetuneConfig, run_dir: Path) -> FinetuneConfig:
     if (run_dir / "summary.json").exists():
         raise MiniptError(f"--resume {run_dir}: the run is finished (summary.json); start a new one with --out")
     fingerprints.check_unchanged(saved["data"].get("task_file"), saved["finetune"]["task"], f"--resume {run_dir}")
-    return FinetuneConfig(**{**saved["finetune"], "device": config.device, "threads": config.threads})
+    return FinetuneConfig(**{**saved["finetune"], "device": config.device, "threads": config.threads,
+                             "compile": config.compile})
 
 
 def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose: bool, resume: bool) -> dict:
@@ -471,6 +474,8 @@ def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose:
     max_len = resolve_max_len(config, saved)
     frozen_k = strategies.parse_freeze(config.freeze, len(backbone.layers))
     model = build_classifier(backbone, len(task.labels), config)
+    if config.compile:
+        model.compile()  # in place: the state_dict's names stay the same
     data = prepare_data(config, task, tokenizer, max_len)
     steps_per_epoch = data.steps_per_epoch(config.batch_size)
     steps = config.epochs * steps_per_epoch

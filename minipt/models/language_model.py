@@ -132,7 +132,8 @@ class LanguageModel(nn.Module):
             raise ModelInputError(
                 f"{name}: idx must be a 2-D integer tensor (batch, time), got {idx.dtype} of shape {tuple(idx.shape)}"
             )
-        if idx.numel() > 0 and (int(idx.min()) < 0 or int(idx.max()) >= self.vocab_size):
+        readable_ids = idx.numel() > 0 and not torch.compiler.is_compiling()  # compiled: no read-back, no graph break
+        if readable_ids and (int(idx.min()) < 0 or int(idx.max()) >= self.vocab_size):
             bad = int(idx.max()) if int(idx.max()) >= self.vocab_size else int(idx.min())
             raise ModelInputError(f"{name}: token id {bad} is outside the vocabulary [0, {self.vocab_size})")
 
