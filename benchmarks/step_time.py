@@ -379,6 +379,34 @@ def thread_rows(shape_keys: list[str], rounds: int, steps_per_round: int) -> lis
     return rows
 
 
+def profile_rows(shape: Shape, steps: int, top: int) -> list[str]:
+    """Self CPU time by op (``torch.profiler``) of ``steps`` steps of minipt fast and of the nanoGPT-style
+    reference: the ops where the two differ most, in ms per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    contenders = build_contenders(shape, "cpu")
+    batches = make_batches(shape, "cpu")
+    per_op: dict[str, dict[str, float]] = {}
+    for name in (FAST, "nanoGPT-style"):
+        step = step_function(contenders[name], batches)
+        for _ in range(3):
+            step()
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            for _ in range(steps):
+                step()
+        for event in profiler.key_averages():
+            per_op.setdefault(event.key, {})[name] = event.self_cpu_time_total / 1000 / steps
+    totals = {name: sum(times.get(name, 0.0) for times in per_op.values()) for name in (FAST, "nanoGPT-style")}
+    gaps = sorted(per_op.items(), key=lambda item: -abs(item[1].get(FAST, 0.0) - item[1].get("nanoGPT-style", 0.0)))
+    rows = ["| op | minipt fast (ms / step) | nanoGPT-style (ms / step) | difference |", "|---|---:|---:|---:|"]
+    for op, times in gaps[:top]:
+        mine, theirs = times.get(FAST, 0.0), times.get("nanoGPT-style", 0.0)
+        rows.append(f"| `{op}` | {mine:.2f} | {theirs:.2f} | {mine - theirs:+.2f} |")
+    rows.append(f"| all ops (self time) | {totals[FAST]:.2f} | {totals['nanoGPT-style']:.2f} | "
+                f"{totals[FAST] - totals['nanoGPT-style']:+.2f} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="nanogpt,demo,gru", help="comma-separated: " + ", ".join(SHAPES))
@@ -392,7 +420,29 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     parser.add_argument("--threads-only", action="store_true",
                         help="only the 1-thread against 2-thread comparison (the `threads` section)")
+    parser.add_argument("--profile", action="store_true",
+                        help="only the profile by op of minipt fast against the nanoGPT-style reference (section "
+                             "`step_profile`)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.profile:
+        markdown = "\n".join([
+            "## Where a step's time goes: minipt fast against the nanoGPT-style reference "
+            "(benchmarks/step_time.py --profile)",
+            "",
+            f"{machine_line()} Quiet: {'yes' if args.quiet_machine == 'yes' else 'NO, other jobs shared the machine'}."
+            " Self CPU time by op (`torch.profiler`), per step, averaged over the profiled steps; the ops where the "
+            "two differ most first.",
+            "",
+        ])
+        for key in args.shapes.split(","):
+            if SHAPES[key].model == "transformer":
+                markdown += f"\n{SHAPES[key].name}:\n\n" + "\n".join(profile_rows(SHAPES[key], 10, 15)) + "\n"
+        print(markdown)
+        if not args.no_write:
+            write_section("step_profile", markdown)
+        return
     if args.threads_only:
         rows = thread_rows(args.shapes.split(","), args.rounds, args.steps_per_round)
         markdown = "\n".join([
@@ -410,8 +460,6 @@ def main() -> None:
         if not args.no_write:
             write_section("threads", markdown)
         return
-    if args.threads:
-        torch.set_num_threads(args.threads)
     step_time_section(args)
 
 
