@@ -279,7 +279,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     if args.resume:
         given = given_settings(args, FinetuneConfig)
         extra = [flag(field) for field in fields(FinetuneConfig) if field.name in given
-                 and field.name not in ("device", "threads")]
+                 and field.name not in ("device", "threads", "compile")]
         extra += [name for name, value in (("--config", args.config), ("--out", args.out)) if value]
         if extra:
             raise MiniptError(f"--resume continues a run with its saved config.json; do not also pass "

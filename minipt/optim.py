@@ -84,6 +84,11 @@ class AdamW(torch.optim.Optimizer):
 
     State per parameter (the keys of torch's AdamW, so ``state_dict()`` files load into either):
     ``step`` (a float32 scalar tensor, :math:`t`), ``exp_avg`` (:math:`m_t`), ``exp_avg_sq`` (:math:`v_t`).
+
+    ``fast=True`` (the switch the CLI's training jobs turn on) runs the same update once over all of a group's
+    parameters with torch's multi-tensor ``torch._foreach_*`` operations, instead of once per parameter, with
+    fewer passes over memory (:meth:`_step_fast`): the same numbers up to rounding (``tests/test_optim.py``
+    checks 1e-12 in float64 over 20 steps), the same state, so a checkpoint resumes on either path.
     """
 
     def __init__(
@@ -93,9 +98,11 @@ class AdamW(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
+        fast: bool = False,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults)
+        self.fast = fast  # readable per-parameter loop (False) or the multi-tensor one (True): the same numbers
         for group in self.param_groups:  # check every group, including their own overrides
             _check(group["lr"] >= 0.0, f"AdamW: lr must be >= 0, got {group['lr']}")
             beta1, beta2 = group["betas"]
@@ -113,19 +120,16 @@ class AdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            if self.fast:
+                self._step_fast(group)
+                continue
             lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
             beta1, beta2 = group["betas"]
             for param in group["params"]:
                 if param.grad is None:
                     continue  # not used in this step's loss (or frozen): no update, no decay
                 grad = param.grad
-                if grad.is_sparse:
-                    raise OptimizerConfigError("AdamW: sparse gradients are not supported")
-                state = self.state[param]
-                if not state:  # first step of this parameter
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state = self._state_of(param)
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]  # m, v: the shape of param
                 state["step"] += 1
                 t = state["step"].item()
@@ -137,6 +141,57 @@ class AdamW(torch.optim.Optimizer):
                 exp_avg_sq_hat = exp_avg_sq / (1.0 - beta2**t)  # v_hat = v / (1 - beta2^t)
                 param.addcdiv_(exp_avg_hat, exp_avg_sq_hat.sqrt().add_(eps), value=-lr)  # -lr m_hat/(sqrt(v_hat)+eps)
         return loss
+
+    def _state_of(self, param: Tensor) -> dict:
+        """``param``'s state, created at its first step: ``step`` 0, ``exp_avg`` and ``exp_avg_sq`` zeros."""
+        if param.grad.is_sparse:
+            raise OptimizerConfigError("AdamW: sparse gradients are not supported")
+        state = self.state[param]
+        if not state:  # first step of this parameter
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return state
+
+    def _step_fast(self, group: dict) -> None:
+        r"""The update of :meth:`step` over lists of tensors: ``torch._foreach_mul_(ps, c)`` is ``p.mul_(c)`` for
+        every ``p`` in ``ps``, in one call. Two rewrites save passes over memory:
+
+        * :math:`m \leftarrow \beta_1 m + (1 - \beta_1) g` is ``lerp``: :math:`m + (1 - \beta_1)(g - m)`;
+        * the bias corrections :math:`c_1 = 1 - \beta_1^t`, :math:`c_2 = 1 - \beta_2^t` move out of the tensors
+          into two scalars, since :math:`\dfrac{m / c_1}{\sqrt{v / c_2} + \epsilon}
+          = \dfrac{\sqrt{c_2}}{c_1} \cdot \dfrac{m}{\sqrt{v} + \epsilon \sqrt{c_2}}` (multiply above and below
+          by :math:`\sqrt{c_2}`), so :math:`\hat m` and :math:`\hat v` are never stored.
+
+        Parameters that have taken different numbers of steps (one skipped a step without gradient) have
+        different bias corrections, so they go in separate lists. The step counts are read back once per group.
+        """
+        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        params = [param for param in group["params"] if param.grad is not None]  # no gradient: no update, no decay
+        if not params:
+            return
+        states = [self._state_of(param) for param in params]
+        counts = [state["step"] for state in states]
+        torch._foreach_add_(counts, 1.0)
+        by_step: dict[float, list[int]] = {}  # t -> the positions of the parameters at their t-th step
+        for position, t in enumerate(torch.stack(counts).tolist()):  # one read-back for the whole group
+            by_step.setdefault(t, []).append(position)
+        for t, positions in by_step.items():
+            param = [params[i] for i in positions]
+            grad = [params[i].grad for i in positions]
+            exp_avg = [states[i]["exp_avg"] for i in positions]
+            exp_avg_sq = [states[i]["exp_avg_sq"] for i in positions]
+            root_c2 = math.sqrt(1.0 - beta2**t)  # sqrt(c2)
+            step_size = lr * root_c2 / (1.0 - beta1**t)  # lr sqrt(c2) / c1
+
+            torch._foreach_mul_(param, 1.0 - lr * weight_decay)  # theta <- theta (1 - lr lambda)
+            torch._foreach_lerp_(exp_avg, grad, 1.0 - beta1)  # m = beta1 m + (1 - beta1) g
+            torch._foreach_mul_(exp_avg_sq, beta2)  # v = beta2 v + (1 - beta2) g^2
+            torch._foreach_addcmul_(exp_avg_sq, grad, grad, value=1.0 - beta2)
+            denominator = torch._foreach_sqrt(exp_avg_sq)  # sqrt(v) + eps sqrt(c2)
+            torch._foreach_add_(denominator, eps * root_c2)
+            torch._foreach_addcdiv_(param, exp_avg, denominator, value=-step_size)  # -lr m_hat / (sqrt(v_hat) + eps)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def losses(device: str, fast: bool, bf16: bool = False) -> list[float]:
     torch.manual_seed(0)
     model = set_fast(TransformerLM(VOCAB, d_model=64, n_layers=2, n_heads=4, d_ff=128, max_len=BLOCK), fast)
     model.to(device)
-    optimizer = AdamW(param_groups(model, 0.1), lr=3e-3)
+    optimizer = AdamW(param_groups(model, 0.1), lr=3e-3, fast=fast)  # the fast path: model and optimizer
     out = []
     for x, y in batches():
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):

@@ -60,6 +60,8 @@ class DemoConfig:
     seed: int = setting(0, "random seed of every run (benchmarks/demo_seeds.py runs seeds 0, 1, 2)", rule=COUNT)
     device: str = setting("auto", "auto (CUDA when present), cpu or cuda", rule=one_of(*DEVICES))
     threads: int = setting(0, "CPU threads torch may use (0: every core)", rule=COUNT)
+    compile: bool = setting(False, "torch.compile the model's forward (and backward): faster steps after a compilation "
+                            "that takes tens of seconds (benchmarks/RESULTS.md, compile)")
     tiny: bool = setting(False, "a seconds-long run with tiny models, to check the pipeline end to end")
 
     def check(self) -> None:
@@ -88,7 +90,7 @@ def pretraining_steps(config: DemoConfig) -> dict[str, int]:
 def demo_plan(config: DemoConfig) -> DemoPlan:
     """The demo's runs. ``tiny``: 1-layer, 16-wide models, 10 pretraining steps, 20 labels and 40 validation
     speeches — only for checking that the pipeline runs end to end."""
-    common = dict(device=config.device, threads=config.threads, seed=config.seed)
+    common = dict(device=config.device, threads=config.threads, seed=config.seed, compile=config.compile)
     frozen = FinetuneConfig(from_run="", task=TASK, freeze="1", epochs=10, lr=1e-3, batch_size=32, pooling="mean",
                             train_examples=LABELS, val_examples=VALIDATION, balanced=True, select="macro_f1", **common)
     if config.tiny:

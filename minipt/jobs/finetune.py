@@ -125,6 +125,8 @@ class FinetuneConfig:
     seed: int = setting(0, "random seed (same seed and settings give the same run)", rule=SEED)
     device: str = setting("auto", "auto (CUDA when present), cpu or cuda", rule=one_of(*DEVICES))
     threads: int = setting(0, "CPU threads torch may use (0: every core)", rule=COUNT)
+    compile: bool = setting(False, "torch.compile the model's forward (and backward): faster steps after a compilation "
+                            "that takes tens of seconds (benchmarks/RESULTS.md, compile)")
     from_scratch: bool = setting(False, "random initialisation of the same architecture (the control; --from still "
                                  "names the run whose architecture and tokenizer are copied)")
     balanced: bool = setting(True, "class-balanced batches: every class drawn equally often on average (against "
@@ -445,7 +447,8 @@ def train_config(config: FinetuneConfig, steps: int, steps_per_epoch: int, progr
     """The loop's settings: one evaluation per epoch, best.pt by the ``select`` metric, 10% warmup."""
     return TrainConfig(steps=steps, lr=config.lr, weight_decay=config.weight_decay, warmup=steps // 10,
                        eval_every=steps_per_epoch, monitor=f"val_{config.select}", mode="max",
-                       patience=config.patience or None, device=config.device, progress=progress, loss_unit="example")
+                       patience=config.patience or None, device=config.device, progress=progress, loss_unit="example",
+                       fast_optimizer=True)
 
 
 def write_run_files(run_dir: Path, config: FinetuneConfig, tokenizer: Tokenizer, saved: dict,
@@ -527,7 +530,8 @@ def resumed_config(config: FinetuneConfig, run_dir: Path) -> FinetuneConfig:
         raise MiniptError(f"--resume {run_dir}: the run is finished (summary.json); start a new one with --out")
     check_files_are_there(saved_config, run_dir, "--resume")
     fingerprints.check_unchanged(saved.get("data", {}).get("task_file"), saved_config.task, f"--resume {run_dir}")
-    return replace(saved_config, device=config.device, threads=config.threads)
+    return replace(saved_config, device=config.device, threads=config.threads,
+                   compile=config.compile)
 
 
 def check_finetune_sections(saved: dict, path: Path) -> FinetuneConfig:
@@ -560,6 +564,8 @@ def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose:
     max_len = resolve_max_len(config, saved)
     frozen_k = strategies.parse_freeze(config.freeze, len(backbone.layers))
     model = build_classifier(backbone, len(task.labels), config)
+    if config.compile:
+        model.compile()  # in place: the state_dict's names stay the same
     data = prepare_data(config, task, tokenizer, max_len)
     steps_per_epoch = data.steps_per_epoch(config.batch_size)
     steps = config.epochs * steps_per_epoch

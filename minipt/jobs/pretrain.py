@@ -145,6 +145,8 @@ class PretrainConfig:
     seed: int = setting(1337, "random seed (same seed and settings give the same run)", rule=SEED)
     device: str = setting("auto", "auto (CUDA when present), cpu or cuda", rule=one_of(*DEVICES))
     threads: int = setting(0, "CPU threads torch may use (0: every core)", rule=COUNT)
+    compile: bool = setting(False, "torch.compile the model's forward (and backward): faster steps after a compilation "
+                            "that takes tens of seconds (benchmarks/RESULTS.md, compile)")
 
     def check(self) -> None:
         """Raise :class:`~minipt.errors.MiniptError` naming the first invalid setting (as its ``--flag``); a
@@ -484,7 +486,7 @@ def build_objective(config: PretrainConfig, data: PretrainingData) -> Objective:
 # The job
 # ----------------------------------------------------------------------------------------------------------
 
-HOW_TO_COMPUTE = ("device", "threads")  # the settings a resumed run may change: how it computes, not what
+HOW_TO_COMPUTE = ("device", "threads", "compile")  # the settings a resumed run may change: how it computes, not what
 
 
 def train_config(config: PretrainConfig, progress: bool) -> TrainConfig:
@@ -499,6 +501,7 @@ def train_config(config: PretrainConfig, progress: bool) -> TrainConfig:
         eval_every=config.eval_every,
         device=config.device,
         progress=progress,
+        fast_optimizer=True,
     )
 
 
@@ -678,6 +681,8 @@ def train_run(
     use_threads(config.threads)
     data = load_data(config, tokenizer)
     model = build_pretraining_model(config, data.tokenizer, fast=True)
+    if config.compile:
+        model.compile()  # in place: the state_dict's names stay the same
     objective = build_objective(config, data)
     before = start_from_run(model, config, objective) if config.init_from and not resume else {}
     if config.init_from:

@@ -59,6 +59,8 @@ class TrainConfig:
     ``patience`` counts evaluations without improvement before stopping (None: never stop early).
     ``save_every`` saves ``last.pt`` that often in steps as well as at each evaluation (None: only at evaluations).
     ``loss_unit`` is what one loss value averages over (``"token"`` or ``"example"``): the label of ``loss.png``.
+    ``fast_optimizer`` runs AdamW on its multi-tensor path (:class:`minipt.optim.AdamW` ``fast=True``, the same
+    numbers); the CLI's jobs turn it on.
     """
 
     steps: int
@@ -77,6 +79,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     loss_unit: str = "token"
+    fast_optimizer: bool = False
 
     def check(self) -> None:
         """Raise :class:`~minipt.errors.MiniptError` naming the first setting out of range."""
@@ -129,7 +132,8 @@ def build_optimizer(
     """AdamW over ``groups`` (default: decay / no-decay groups) and its schedule: the lr of optimizer step ``s``
     is ``lr * warmup_cosine(s)``."""
     groups = groups if groups is not None else param_groups(model, config.weight_decay)
-    optimizer = AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    optimizer = AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
+                      fast=config.fast_optimizer)
     schedule = partial(warmup_cosine, warmup_steps=config.warmup, total_steps=config.steps,
                        min_ratio=config.min_lr_ratio)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
