@@ -43,9 +43,9 @@ from minipt.data import TASKS, LabelledData, load_task
 from minipt.data.datasets import ClassificationDataset, balanced_sampler, collate_classification
 from minipt.data.tokenizers import Tokenizer, load_tokenizer
 from minipt.errors import MiniptError, warn
-from minipt.jobs.sources import load_pretrained
+from minipt.jobs.sources import HF_BERT, build_backbone, load_pretrained
 from minipt.metrics import accuracy, classification_report, confusion_matrix, macro_f1
-from minipt.models import SequenceClassifier, build_model
+from minipt.models import SequenceClassifier
 from minipt.models.heads import POOLINGS
 from minipt.nn import set_fast
 from minipt.plots import plot_confusion_matrix, read_metrics
@@ -79,10 +79,12 @@ class FinetuneConfig:
     """Every setting of a finetuning run; the names are the CLI flags with underscores (``--from`` is
     ``from_run``)."""
 
-    from_run: str = setting(help="the pretraining run folder (its model, tokenizer and settings), or hf-gpt2:FOLDER "
-                            "(a Hugging Face GPT-2 folder)", flag="--from", metavar="RUN_DIR")
+    from_run: str = setting(help="the pretraining run folder (its model, tokenizer and settings), hf-gpt2:FOLDER "
+                            "(a Hugging Face GPT-2 folder) or hf-bert:FOLDER (a BERT folder with vocab.txt)",
+                            flag="--from", metavar="RUN_DIR")
     task: str = setting("shakespeare-verse", "shakespeare-verse, shakespeare-genre, or a labelled CSV/TSV/JSONL file")
-    text_column: str = setting("text", "the column of a labelled file that holds the text", metavar="NAME")
+    text_column: str = setting("text", "the column of a labelled file that holds the text; two columns A,B make "
+                               "sentence pairs (BERT: [CLS] A [SEP] B [SEP], segments 0 and 1)", metavar="NAME")
     label_column: str = setting("label", "the column of a labelled file that holds the label", metavar="NAME")
     freeze: str = setting("none", "embedding + this many lowest layers frozen: an integer, 'all' (a linear probe) "
                           "or 'none'")
@@ -93,8 +95,9 @@ class FinetuneConfig:
     lr: float = setting(1e-3, "peak learning rate of AdamW", rule=POSITIVE)
     batch_size: int = setting(32, "examples per batch", rule=POSITIVE_INT)
     max_len: int = setting(0, "tokens kept per example (0: the pretrained model's context length)", rule=COUNT)
-    pooling: str = setting("mean", "how the per-token vectors become one: mean, first or last",
-                           rule=one_of(*POOLINGS))
+    pooling: str = setting("auto", "how the per-token vectors become one: mean, first, last, or pooler (BERT's "
+                           "dense + tanh on [CLS]); auto: pooler for hf-bert:, mean otherwise",
+                           rule=one_of("auto", *POOLINGS))
     dropout: float = setting(0.1, "dropout before the classification head", rule=between(0, 1, "[)"))
     weight_decay: float = setting(0.01, "AdamW weight decay (weight matrices only)", rule=NON_NEGATIVE)
     lr_decay: float = setting(1 / 2.6, "per-layer learning-rate factor of --strategy discriminative",
@@ -128,6 +131,8 @@ class FinetuneConfig:
             raise MiniptError(f"--task {self.task}: more next-token training on a text file is now "
                               f"`minipt pretrain --init-from RUN_DIR --corpus {self.task[3:]}`")
         check_settings(self)
+        if self.pooling == "auto":  # resolved once, so that the run's config.json says what was used
+            self.pooling = "pooler" if self.from_run.startswith(HF_BERT) else "mean"
         resolve_device(self.device)  # no CUDA: fail now, before anything is written
 
 
@@ -143,7 +148,25 @@ def load_labelled_task(task: str, text_column: str = "text", label_column: str =
             raise MiniptError(f"--text-column and --label-column name the columns of a labelled file; --task {task} "
                               "is built in")
         return load_task(task)
+    if "," in text_column:
+        return load_pair_task(task, text_column, label_column)
     return load_task(task, text_column=text_column, label_column=label_column)
+
+
+def load_pair_task(task: str, text_columns: str, label_column: str) -> LabelledData:
+    """A labelled file with two text columns ``A,B``: every example's text is the pair ``(a, b)``.
+
+    The file is read once per column; a row's split depends only on its label, its ``split`` cell and the seed,
+    never on its text, so the two readings list the same rows in the same order and pair up row by row.
+    """
+    columns = text_columns.split(",")
+    if len(columns) != 2 or not all(columns):
+        raise MiniptError(f"--text-column {text_columns}: name one column, or two separated by a comma (A,B)")
+    first, second = (load_task(task, text_column=column, label_column=label_column) for column in columns)
+    splits = {split: [((a, b), label) for (a, label), (b, _) in zip(first.split(split), second.split(split),
+                                                                     strict=True)]
+              for split in ("train", "validation", "test")}
+    return LabelledData(splits["train"], splits["validation"], splits["test"], first.labels, first.name)
 
 
 def select_train_examples(examples: list[tuple[str, str]], n: int, seed: int) -> list[tuple[str, str]]:
@@ -287,7 +310,7 @@ def load_backbone(config: FinetuneConfig) -> tuple[nn.Module, Tokenizer, dict]:
         settings = dict(saved["model"])
         architecture = settings.pop("architecture")
         torch.manual_seed(config.seed)
-        backbone = set_fast(build_model(architecture, **settings), True)
+        backbone = set_fast(build_backbone(architecture, **settings), True)
     return backbone, tokenizer, saved
 
 
@@ -341,7 +364,7 @@ def prepare_data(config: FinetuneConfig, task: LabelledData, tokenizer: Tokenize
     batches."""
     train_examples = select_train_examples(task.train, config.train_examples, config.seed)
     validation_examples = select_train_examples(task.validation, config.val_examples, config.seed)
-    add_cls = config.pooling == "first"  # the <cls> position only matters when it is the one read
+    add_cls = config.pooling in ("first", "pooler")  # the <cls> position only matters when it is the one read
     make_dataset = partial(ClassificationDataset, tokenizer=tokenizer, labels=task.labels, max_len=max_len,
                            add_cls=add_cls)
     validation_batches = classification_batches(make_dataset(validation_examples), config.batch_size, tokenizer.pad_id)
@@ -572,7 +595,7 @@ def load_classifier(
     run_dir = Path(run_dir)
     saved = read_finetune_run(run_dir)
     settings = dict(saved["model"])
-    backbone = set_fast(build_model(settings.pop("architecture"), **settings), fast)
+    backbone = set_fast(build_backbone(settings.pop("architecture"), **settings), fast)
     model = SequenceClassifier(backbone, **saved["classifier"])
     load_weights(model, load_checkpoint(run_dir / "best.pt")["model"], run_dir / "best.pt")
     return model.to(resolve_device(device)).eval(), load_tokenizer(run_dir / "tokenizer.json"), saved
