@@ -174,7 +174,8 @@ class WordPieceTokenizer:
             self.vocab[token] = index  # a repeated line: the later id wins, as in BERT's own reader
         missing = [token for token in BERT_SPECIAL_TOKENS if token not in self.vocab]
         if missing:
-            raise MiniptError(f"{source}: no {missing[0]} token (BERT's vocabulary needs {' '.join(BERT_SPECIAL_TOKENS)})")
+            needed = " ".join(BERT_SPECIAL_TOKENS)
+            raise MiniptError(f"{source}: no {missing[0]} token (BERT's vocabulary needs {needed})")
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
             self.vocab[token] for token in BERT_SPECIAL_TOKENS)
         self.special_ids = (self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id)

@@ -21,9 +21,8 @@ is its tied token embedding, not BERT's masked-LM head.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn

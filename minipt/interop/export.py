@@ -65,6 +65,7 @@ def bpe_tokenizer_json(tokenizer: BPETokenizer) -> dict:
         return "".join(characters[byte] for byte in tokenizer.token_bytes[index])
 
     vocab = {text(index): index for index in range(len(tokenizer.token_bytes) - 1, FIRST_BYTE_ID - 1, -1)}
+    vocab.update({token: index for index, token in enumerate(SPECIAL_TOKENS)})  # added tokens must be in it too
     merges = [[text(a), text(b)] for a, b in tokenizer.merges]
     return {
         "version": "1.0", "truncation": None, "padding": None,

@@ -28,6 +28,9 @@ def fill_mask_text(source: str, text: str, top_k: int = 5) -> list[list[tuple[st
     if not 1 <= top_k <= tokenizer.vocab_size:
         raise MiniptError(f"--top-k must be between 1 and the vocabulary size {tokenizer.vocab_size}, got {top_k}")
     encoder, head = load_hf_bert_mlm(folder, tokenizer.sep_id)
+    if tokenizer.vocab_size > encoder.vocab_size:
+        raise MiniptError(f"{folder / 'vocab.txt'}: {tokenizer.vocab_size} tokens, but the model has only "
+                          f"vocab_size={encoder.vocab_size} (shape mismatch)")
     ids = tokenizer.encode_inputs(text)  # [CLS] text [SEP]
     if len(ids) > encoder.max_len:
         raise MiniptError(f"--text: {len(ids)} tokens, more than the model's {encoder.max_len} positions")
