@@ -143,3 +143,15 @@ def test_a_bert_model_round_trips_through_a_bert_folder(tmp_path):
     torch.testing.assert_close(logits[real], head(features)[real], **CLOSE)
     torch.testing.assert_close(base.last_hidden_state[real], features[real], **CLOSE)
     torch.testing.assert_close(base.pooler_output, encoder.pooler(features), **CLOSE)
+
+
+def test_a_character_tokenizer_or_a_bidirectional_model_is_not_written_as_gpt2(tmp_path):
+    from minipt.data.tokenizers import BPETokenizer, CharTokenizer
+    from minipt.errors import MiniptError
+    from minipt.interop.export import save_gpt2_folder
+    from minipt.models import TransformerLM
+
+    with pytest.raises(MiniptError, match="a character tokenizer has no Hugging Face equivalent"):
+        save_gpt2_folder(TransformerLM(20, 16, 1, 2, 32, 8), CharTokenizer.from_text("abc"), tmp_path / "a")
+    with pytest.raises(MiniptError, match="a bidirectional Transformer is not GPT-2"):
+        save_gpt2_folder(TransformerLM(300, 16, 1, 2, 32, 8, causal=False), BPETokenizer([]), tmp_path / "b")

@@ -578,3 +578,10 @@ def test_pooler_pooling_needs_a_bert_backbone():
 
     with pytest.raises(MiniptError, match="pooling 'pooler' needs a backbone with BERT's pooler"):
         SequenceClassifier(TransformerLM(50, 16, 1, 2, 32, 8), 2, pooling="pooler")
+
+
+def test_text_columns_are_one_or_two(bert_folder, tmp_path, capsys):
+    status = cli.main(["finetune", "--from", f"hf-bert:{bert_folder}", "--task", str(pair_task(tmp_path)),
+                       "--text-column", "first,second,label", "--out", str(tmp_path / "run")])
+    assert status == 2 and "--text-column first,second,label: name one column, or two" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -3,7 +3,8 @@ r"""Finetuning a pretrained language model on a classification task: the job beh
 The pieces, top to bottom in :func:`finetune`:
 
 1. the backbone: the pretrained language model of a run folder (:func:`minipt.jobs.pretrain.load_run`) or of a
-   Hugging Face GPT-2 folder (``hf-gpt2:FOLDER``, :func:`minipt.jobs.sources.load_pretrained`), or — the control,
+   Hugging Face GPT-2 or BERT folder (``hf-gpt2:FOLDER``, ``hf-bert:FOLDER``,
+   :func:`minipt.jobs.sources.load_pretrained`; a BERT classifies through its pooler), or — the control,
    ``from_scratch=True`` — a freshly initialised model of the same architecture with the same tokenizer;
 2. the classifier: :class:`minipt.models.SequenceClassifier` (pooling + one linear layer) on that backbone;
 3. the strategy (:mod:`minipt.training.strategies`): freeze the embedding and the lowest ``k`` layers; or unfreeze them
@@ -302,7 +303,7 @@ def load_backbone(config: FinetuneConfig) -> tuple[nn.Module, Tokenizer, dict]:
     ``from_scratch`` the same architecture re-initialised (seeded by ``config.seed``). The backbone computes on
     its fast path (:func:`minipt.nn.set_fast`)."""
     try:
-        backbone, tokenizer, saved = load_pretrained(config.from_run, fast=True)  # a run, or hf-gpt2:FOLDER
+        backbone, tokenizer, saved = load_pretrained(config.from_run, fast=True)  # a run, hf-gpt2: or hf-bert:
     except ValueError as error:
         message = str(error) if str(error).startswith("--from") else f"--from {config.from_run}: {error}"
         raise MiniptError(message) from None
