@@ -109,3 +109,11 @@ def test_bad_vocab_is_one_line(tmp_path):
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\n", encoding="utf-8")
     with pytest.raises(MiniptError, match=r"vocab.txt: no \[CLS\] token"):
         WordPieceTokenizer.from_vocab_txt(tmp_path / "vocab.txt")
+
+
+def test_minipts_own_tokenizers_join_a_pair_with_sep():
+    from minipt.data.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer.from_text("abc")  # a 5, b 6, c 7; <cls> 3, <sep> 4
+    assert tokenizer.encode_inputs("ab", add_cls=False) == [5, 6]
+    assert tokenizer.encode_inputs(("ab", "c")) == [3, 5, 6, 4, 7]  # <cls> A <sep> B

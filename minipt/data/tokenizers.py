@@ -52,6 +52,7 @@ __all__ = [
     "CharTokenizer",
     "BPETokenizer",
     "GPT2BPETokenizer",
+    "WordPieceTokenizer",
     "GPT2_PRE_SPLIT",
     "Tokenizer",
     "load_tokenizer",
