@@ -394,9 +394,10 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
         help="write a pretraining run as a Hugging Face folder",
         description="Write a pretraining run's model and tokenizer as a folder that transformers' Auto classes "
         "and the tokenizers library load: a causal Transformer as GPT-2 (config.json, model.safetensors, "
-        "tokenizer.json). A model with no Hugging Face equivalent is refused in one line.",
+        "tokenizer.json); a BERT folder read into minipt (hf-bert:FOLDER) as BERT again. A model with no Hugging "
+        "Face equivalent is refused in one line.",
     )
-    parser.add_argument("run_dir", metavar="RUN", help="the pretraining run folder")
+    parser.add_argument("run_dir", metavar="RUN", help="the pretraining run folder, or hf-bert:FOLDER")
     parser.add_argument("--to", choices=["hf"], required=True, help="the format (hf: a Hugging Face folder)")
     parser.add_argument("folder", metavar="DIR", help="the new (or empty) folder to write")
     parser.set_defaults(run=run_export)

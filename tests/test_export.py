@@ -108,12 +108,11 @@ def test_models_without_a_hugging_face_equivalent_are_refused_in_one_line(tmp_pa
     one_line_error(capsys, status, "already exists and is not an empty folder")
 
 
-def test_a_bert_model_round_trips_through_a_bert_folder(tmp_path):
+def test_a_bert_folder_round_trips_through_minipt(tmp_path):
     from transformers import BertForPreTraining
 
     from minipt.interop.bert import load_bert_tokenizer
     from minipt.interop.bert_mlm import load_hf_bert_mlm
-    from minipt.interop.export import save_bert_folder
 
     words = ["the", "cat", "sat", "on", "mat", "hello", "world", "!", ",", ".", "'", "##s", "a", "dog", "中", "国",
              "cafe", "1", "##2", "don", "t", "naive"]
@@ -124,9 +123,9 @@ def test_a_bert_model_round_trips_through_a_bert_folder(tmp_path):
                         intermediate_size=64, max_position_embeddings=32)
     BertForPreTraining(config).save_pretrained(source)
     (source / "vocab.txt").write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
+    assert cli.main(["export", f"hf-bert:{source}", "--to", "hf", str(tmp_path / "out")]) == 0  # in and out again
     tokenizer = load_bert_tokenizer(source)
     encoder, head = load_hf_bert_mlm(source, tokenizer.sep_id)
-    save_bert_folder(encoder, head, tokenizer, tmp_path / "out")
     theirs = AutoTokenizer.from_pretrained(tmp_path / "out")
     from_json = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json"))  # the `tokenizers` library alone
     for text in [*STRINGS, "the [MASK] sat", "Café DON'T 12"]:
