@@ -144,13 +144,26 @@ def test_a_bert_folder_round_trips_through_minipt(tmp_path):
     torch.testing.assert_close(base.pooler_output, encoder.pooler(features), **CLOSE)
 
 
-def test_a_character_tokenizer_or_a_bidirectional_model_is_not_written_as_gpt2(tmp_path):
-    from minipt.data.tokenizers import BPETokenizer, CharTokenizer
+def test_a_character_run_exports_too(tmp_path):
+    run = pretrain(tmp_path, "char", "--tokenizer", "char")
+    assert cli.main(["export", str(run), "--to", "hf", str(tmp_path / "hf")]) == 0
+    model, tokenizer, _ = load_run(run)
+    theirs = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for text in [*STRINGS, "ROMEO:\nBut soft"]:  # characters the play never had are <unk> on both sides
+        assert theirs(text)["input_ids"] == tokenizer.encode(text), text
+    ids = torch.tensor([tokenizer.encode("ROMEO: But soft, what light")])
+    with torch.no_grad():
+        logits, _ = model(ids)
+        expected = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()(input_ids=ids).logits
+    torch.testing.assert_close(expected, logits, **CLOSE)
+    assert theirs.decode(ids[0]) == tokenizer.decode(ids[0].tolist())  # an unseen character: "<unk>" in both
+
+
+def test_a_bidirectional_model_is_not_written_as_gpt2(tmp_path):
+    from minipt.data.tokenizers import BPETokenizer
     from minipt.errors import MiniptError
     from minipt.interop.export import save_gpt2_folder
     from minipt.models import TransformerLM
 
-    with pytest.raises(MiniptError, match="a character tokenizer has no Hugging Face equivalent"):
-        save_gpt2_folder(TransformerLM(20, 16, 1, 2, 32, 8), CharTokenizer.from_text("abc"), tmp_path / "a")
     with pytest.raises(MiniptError, match="a bidirectional Transformer is not GPT-2"):
         save_gpt2_folder(TransformerLM(300, 16, 1, 2, 32, 8, causal=False), BPETokenizer([]), tmp_path / "b")

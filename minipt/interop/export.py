@@ -12,6 +12,8 @@ Two formats, the inverses of :mod:`minipt.interop.gpt2` and :mod:`minipt.interop
 The ids stay minipt's: a minipt token ``i`` is Hugging Face's token ``i``, so the logits line up one for one.
 ``tokenizer.json`` describes the same tokenizer to the ``tokenizers`` library, stage by stage:
 
+* minipt's characters: a ``Split`` that isolates every character, then the ``WordLevel`` model (one id per
+  character, ``<unk>`` for the others) and the ``Fuse`` decoder (the characters joined back as they were);
 * minipt's byte-level BPE: a ``Split`` on :data:`~minipt.data.tokenizers.PRE_SPLIT` (rewritten with Unicode
   classes, :data:`PRE_SPLIT_UNICODE`), then ``ByteLevel`` (each byte as GPT-2's printable character, no regex of
   its own), then the ``BPE`` model with minipt's merges in order and the five special tokens as added tokens;
@@ -39,8 +41,8 @@ from minipt.interop.gpt2_tokenizer import byte_characters
 from minipt.models import TransformerLM
 from minipt.runs.folder import write_atomic, write_json
 
-__all__ = ["PRE_SPLIT_UNICODE", "bpe_tokenizer_json", "wordpiece_tokenizer_json", "save_gpt2_folder",
-           "save_bert_folder", "gpt2_export_problem"]
+__all__ = ["PRE_SPLIT_UNICODE", "char_tokenizer_json", "bpe_tokenizer_json", "wordpiece_tokenizer_json",
+           "save_gpt2_folder", "save_bert_folder", "gpt2_export_problem"]
 
 # minipt's PRE_SPLIT with Python's classes spelt out for the `tokenizers` library's regex engine (Oniguruma):
 # Python's \d is \p{Nd}, its \w is [\p{L}\p{N}_], so a letter run [^\W\d_] is [\p{L}\p{Nl}\p{No}]
@@ -52,6 +54,20 @@ def _special(tokens: list[tuple[int, str]]) -> list[dict]:
     """``tokenizers``' added-token records: matched whole, before the model, never split or normalised."""
     return [{"id": index, "content": token, "single_word": False, "lstrip": False, "rstrip": False,
              "normalized": False, "special": True} for index, token in tokens]
+
+
+def char_tokenizer_json(tokenizer: CharTokenizer) -> dict:
+    """minipt's character tokenizer as a ``tokenizers`` ``tokenizer.json`` (ids unchanged)."""
+    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS)} | tokenizer.id_of
+    return {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": _special(list(enumerate(SPECIAL_TOKENS))),
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": r"[\s\S]"}, "behavior": "Isolated", "invert": False},
+        "post_processor": None,
+        "decoder": {"type": "Fuse"},
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+    }
 
 
 def bpe_tokenizer_json(tokenizer: BPETokenizer) -> dict:
@@ -128,14 +144,18 @@ def gpt2_export_problem(model: TransformerLM) -> str | None:
 
 
 def save_gpt2_folder(model: TransformerLM, tokenizer: BPETokenizer | CharTokenizer, folder: str | Path) -> None:
-    """Write ``model`` and its byte-level BPE ``tokenizer`` as a Hugging Face GPT-2 folder."""
+    """Write ``model`` and its character or byte-level BPE ``tokenizer`` as a Hugging Face GPT-2 folder."""
     folder = Path(folder)
     problem = gpt2_export_problem(model)
     if problem is not None:
         raise MiniptError(f"cannot export as GPT-2: {problem}")
-    if not isinstance(tokenizer, BPETokenizer) or isinstance(tokenizer, GPT2BPETokenizer):
-        raise MiniptError("cannot export the tokenizer: only minipt's byte-level BPE has a tokenizer.json form "
-                          "(a character tokenizer has no Hugging Face equivalent)")
+    if isinstance(tokenizer, CharTokenizer):
+        tokenizer_json = char_tokenizer_json(tokenizer)
+    elif isinstance(tokenizer, BPETokenizer) and not isinstance(tokenizer, GPT2BPETokenizer):
+        tokenizer_json = bpe_tokenizer_json(tokenizer)
+    else:
+        raise MiniptError(f"cannot export a {type(tokenizer).__name__}: minipt's character and byte-level BPE "
+                          "tokenizers have a tokenizer.json form")
     folder.mkdir(parents=True, exist_ok=True)
     config = gpt2_config_from_minipt(model)
     config.update({"bos_token_id": None, "eos_token_id": None})  # minipt's tokenizers have no end-of-text token
@@ -143,7 +163,7 @@ def save_gpt2_folder(model: TransformerLM, tokenizer: BPETokenizer | CharTokeniz
     state = gpt2_state_dict(model)
     del state["lm_head.weight"]  # tied to transformer.wte.weight: GPT2LMHeadModel ties it again on loading
     _save_safetensors(state, folder / "model.safetensors")
-    write_atomic(folder / "tokenizer.json", json.dumps(bpe_tokenizer_json(tokenizer), ensure_ascii=False))
+    write_atomic(folder / "tokenizer.json", json.dumps(tokenizer_json, ensure_ascii=False))
     write_json(folder / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast",
                                                   "pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>",
                                                   "cls_token": "<cls>", "sep_token": "<sep>",
