@@ -189,7 +189,7 @@ class BertEncoder(TransformerLM):
 
     architecture = "bert"
 
-    def __init__(self, *args, sep_id: int = 0, **kwargs) -> None:
+    def __init__(self, *args, sep_id: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.config["sep_id"] = sep_id
         self.sep_id = sep_id
@@ -229,6 +229,8 @@ def load_bert_tokenizer(folder: str | Path) -> WordPieceTokenizer:
             settings = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise MiniptError(f"{path}: cannot read JSON ({type(error).__name__}: {error})") from None
+        if not isinstance(settings, dict):
+            raise MiniptError(f"{path}: expected a JSON object (do_lower_case, strip_accents, ...)")
     lowercase = settings.get("do_lower_case", True)
     accents = settings.get("strip_accents")
     if not isinstance(lowercase, bool) or accents not in (None, True, False):
