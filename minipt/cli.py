@@ -6,7 +6,9 @@
 * ``minipt finetune`` — :func:`minipt.finetune.finetune` (a classifier on a pretrained run);
 * ``minipt evaluate`` — score a finetuning run's best checkpoint on a split;
 * ``minipt demo`` — :func:`minipt.jobs.demo.run_demo` (pretrain, finetune and compare with a from-scratch control);
-* ``minipt list`` — the built-in corpora and tasks, with their sizes.
+* ``minipt list`` — the built-in corpora and tasks, with their sizes;
+* ``minipt fill-mask`` — :func:`minipt.jobs.fill_mask.fill_mask_text` (a BERT folder's guesses for ``[MASK]``);
+* ``minipt export`` — :func:`minipt.jobs.export.export_run` (a pretraining run as a Hugging Face folder).
 
 The options of ``pretrain``, ``finetune`` and ``demo`` are generated from the fields of their config dataclasses
 (:func:`add_settings`), so ``--help`` shows each setting's own help text and default.
@@ -393,9 +395,66 @@ def run_list(args: argparse.Namespace) -> int:
 # The program
 # ----------------------------------------------------------------------------------------------------------
 
+# ----------------------------------------------------------------------------------------------------------
+# minipt fill-mask
+# ----------------------------------------------------------------------------------------------------------
+
+
+def add_fill_mask_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fill-mask",
+        help="a BERT folder's most likely tokens for each [MASK] of a text",
+        description="Encode a text as BERT reads it ([CLS] text [SEP]) and print, for each [MASK] in it, the most "
+        "likely tokens of the folder's masked-LM head (cls.predictions), with their probabilities.",
+    )
+    parser.add_argument("--from", dest="source", metavar="hf-bert:FOLDER", required=True,
+                        help="a BERT folder: config.json, model.safetensors or pytorch_model.bin, vocab.txt")
+    parser.add_argument("--text", required=True, help='the text, with [MASK] where a token is missing')
+    parser.add_argument("--top-k", type=int, default=5, help="tokens shown per mask (default: 5)")
+    parser.set_defaults(run=run_fill_mask)
+
+
+def run_fill_mask(args: argparse.Namespace) -> int:
+    from minipt.jobs.fill_mask import fill_mask_text
+
+    for number, guesses in enumerate(fill_mask_text(args.source, args.text, args.top_k), start=1):
+        print(f"[MASK] {number}:")
+        for token, index, probability in guesses:
+            print(f"  {probability:.4f}  {token}  (id {index})")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# minipt export
+# ----------------------------------------------------------------------------------------------------------
+
+
+def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a pretraining run as a Hugging Face folder",
+        description="Write a pretraining run's model and tokenizer as a folder that transformers' Auto classes "
+        "and the tokenizers library load: a causal Transformer as GPT-2 (config.json, model.safetensors, "
+        "tokenizer.json); a BERT folder read into minipt (hf-bert:FOLDER) as BERT again. A model with no Hugging "
+        "Face equivalent is refused in one line.",
+    )
+    parser.add_argument("run_dir", metavar="RUN", help="the pretraining run folder, or hf-bert:FOLDER")
+    parser.add_argument("--to", choices=["hf"], required=True, help="the format (hf: a Hugging Face folder)")
+    parser.add_argument("folder", metavar="DIR", help="the new (or empty) folder to write")
+    parser.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from minipt.jobs.export import export_run
+
+    model_type = export_run(args.run_dir, args.folder)
+    print(f"minipt export: {args.run_dir} written to {args.folder} as a Hugging Face {model_type} folder")
+    return 0
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_pretrain_parser, add_generate_parser, add_finetune_parser, add_evaluate_parser, add_demo_parser,
-    add_list_parser,
+    add_list_parser, add_fill_mask_parser, add_export_parser,
 ]
 
 

@@ -399,3 +399,189 @@ def test_the_demo_and_the_cli_import_no_hugging_face_package():
             "print(sorted({'transformers', 'safetensors', 'regex', 'tokenizers'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------------------
+# BERT end to end: WordPiece, the pooler, token types from [SEP], the masked-LM head, hf-bert: on the CLI
+# ------------------------------------------------------------------------------------------------------
+
+BERT_WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "##s", "##ing", "hello", "world", "!", ",", ".",
+              "'", "quick", "brown", "fox", "lazy", "rose", "bird", "中", "国", "1", "##2", "cafe"]
+BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *BERT_WORDS]
+BERT_VOCAB += [f"word{i}" for i in range(VOCAB - len(BERT_VOCAB))]  # real shapes: one row per token
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory):
+    """A BERT pretraining checkpoint (encoder, pooler, masked-LM and next-sentence heads; random weights) with an
+    uncased vocab.txt built here, as save_pretrained writes it."""
+    from transformers import BertForPreTraining
+
+    folder = tmp_path_factory.mktemp("hf") / "bert-mlm"
+    random_hf(BertForPreTraining, bert_hf_config()).save_pretrained(folder)
+    (folder / "vocab.txt").write_text("".join(token + "\n" for token in BERT_VOCAB), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}), encoding="utf-8")
+    return folder
+
+
+def bert_pair_batch(folder):
+    from transformers import BertTokenizer
+
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"))
+    return tokenizer([("The cat sat.", "On the mat!"), ("hello", "a dog ran"), ("quick brown fox", "lazy")],
+                     padding=True, return_tensors="pt")
+
+
+def test_segments_from_sep_by_hand():
+    from minipt.interop.bert import segments_from_sep
+
+    # [CLS] a [SEP] b [SEP] <pad>: [SEP]s strictly before each position 0 0 0 1 1 2 -> types 0 0 0 1 1 1
+    ids = torch.tensor([[2, 7, 3, 8, 3, 0], [2, 7, 8, 3, 0, 0]])
+    assert segments_from_sep(ids, sep_id=3).tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 1]]
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_bert_pairs_and_pooler_equal_transformers(bert_folder, fast):
+    from transformers import BertModel as HFBert
+
+    from minipt.interop.bert import load_bert_tokenizer, load_hf_bert_encoder
+
+    tokenizer = load_bert_tokenizer(bert_folder)
+    encoder = load_hf_bert_encoder(bert_folder, tokenizer.sep_id, fast=fast)
+    inputs = bert_pair_batch(bert_folder)
+    assert [tokenizer.encode_inputs(pair) for pair in [("The cat sat.", "On the mat!")]] == [
+        [i for i, m in zip(inputs["input_ids"][0].tolist(), inputs["attention_mask"][0].tolist(), strict=True) if m]]
+    with torch.no_grad():
+        expected = HFBert.from_pretrained(bert_folder).eval()(**inputs)  # explicit token_type_ids
+        features = encoder.features(inputs["input_ids"], inputs["attention_mask"])  # types from [SEP]
+    real = inputs["attention_mask"].bool()
+    torch.testing.assert_close(features[real], expected.last_hidden_state[real], **CLOSE)
+    torch.testing.assert_close(encoder.pooler(features), expected.pooler_output, **CLOSE)
+
+
+def test_bert_masked_lm_head_equals_transformers(bert_folder):
+    from transformers import BertForMaskedLM
+
+    from minipt.interop.bert_mlm import load_hf_bert_mlm
+
+    encoder, head = load_hf_bert_mlm(bert_folder, sep_id=3)
+    assert head.embedding.weight is encoder.embedding.token.weight  # the decoder is tied
+    inputs = bert_pair_batch(bert_folder)
+    with torch.no_grad():
+        expected = BertForMaskedLM.from_pretrained(bert_folder).eval()(**inputs).logits
+        logits = head(encoder.features(inputs["input_ids"], inputs["attention_mask"]))
+    real = inputs["attention_mask"].bool()
+    torch.testing.assert_close(logits[real], expected[real], **CLOSE)
+
+
+def test_fill_mask_top5_equals_the_transformers_pipeline(bert_folder, capsys):
+    from transformers import pipeline
+
+    text = "The quick [MASK] fox sat on the [MASK]."
+    theirs = pipeline("fill-mask", model=str(bert_folder), tokenizer=str(bert_folder), top_k=5)(text)
+    assert cli.main(["fill-mask", "--from", f"hf-bert:{bert_folder}", "--text", text]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for number, expected in enumerate(theirs):
+        block = lines[6 * number + 1 : 6 * number + 6]
+        ids = [int(line.rsplit("(id ", 1)[1].rstrip(")")) for line in block]
+        probabilities = [float(line.split()[0]) for line in block]
+        assert ids == [guess["token"] for guess in expected]
+        assert probabilities == pytest.approx([guess["score"] for guess in expected], abs=1e-4)
+
+
+def pair_task(tmp_path):
+    rows = ["first,second,label"]
+    rows += [f'"the cat sat {i}",on the mat,same' for i in range(12)]
+    rows += [f'"a dog ran {i}","hello, world",other' for i in range(12)]
+    task = tmp_path / "pairs.csv"
+    task.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return task
+
+
+def test_cli_finetunes_a_bert_folder_on_pairs_with_frozen_lower_layers(bert_folder, tmp_path):
+    from minipt.interop.bert import load_hf_bert_encoder
+
+    out = tmp_path / "run"
+    status = cli.main(["finetune", "--from", f"hf-bert:{bert_folder}", "--task", str(pair_task(tmp_path)),
+                       "--text-column", "first,second", "--freeze", "1", "--epochs", "1", "--batch-size", "8",
+                       "--device", "cpu", "--threads", "1", "--out", str(out), "--quiet"])
+    assert status == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["classifier"]["pooling"] == "pooler" and saved["model"]["architecture"] == "bert"
+    assert cli.main(["evaluate", "--from", str(out)]) == 0  # rebuilt from config.json and tokenizer.json
+    best = torch.load(out / "best.pt", weights_only=True)["model"]
+    original = load_hf_bert_encoder(bert_folder, sep_id=3).state_dict()
+    assert torch.equal(best["backbone.layers.0.linear1.weight"], original["layers.0.linear1.weight"])  # frozen
+    assert torch.equal(best["backbone.embedding.token_type.weight"], original["embedding.token_type.weight"])
+    assert not torch.equal(best["backbone.layers.1.linear1.weight"], original["layers.1.linear1.weight"])
+    assert not torch.equal(best["backbone.pooler.dense.weight"], original["pooler.dense.weight"])  # trains
+
+
+def test_the_frozen_cache_is_exact_for_bert_pairs(bert_folder):
+    from minipt.data.datasets import ClassificationDataset, collate_classification
+    from minipt.interop.bert import load_bert_tokenizer, load_hf_bert_encoder
+    from minipt.models import SequenceClassifier
+    from minipt.training import frozen_cache
+    from minipt.training.strategies import freeze
+
+    tokenizer = load_bert_tokenizer(bert_folder)
+    torch.manual_seed(0)
+    model = SequenceClassifier(load_hf_bert_encoder(bert_folder, tokenizer.sep_id), 2, pooling="pooler").eval()
+    freeze(model, 1)
+    examples = [(("the cat sat", "on the mat"), "a"), (("hello", "a dog ran fox"), "b"), ("lazy", "a")]
+    data = ClassificationDataset(examples, tokenizer, ["a", "b"], max_len=32)
+    assert data[0][0] == [2, 5, 6, 7, 3, 8, 5, 9, 3]  # [CLS] the cat sat [SEP] on the mat [SEP]
+    batch = collate_classification(list(data), tokenizer.pad_id)
+    with torch.no_grad():
+        expected, _ = model(batch["input_ids"], batch["attention_mask"])
+        cached = frozen_cache.cache_batches(model, [batch], 1)[0]
+        logits, _ = model(cached["hidden"], cached["attention_mask"], from_layer=1)
+    torch.testing.assert_close(logits, expected, atol=1e-6, rtol=0)
+
+
+BAD_BERT_FOLDERS = [
+    ("no-vocab", lambda f: (f / "vocab.txt").unlink(), r"vocab\.txt: missing"),
+    ("no-cls", lambda f: (f / "vocab.txt").write_text("[PAD]\n[UNK]\n[SEP]\n[MASK]\nthe\n"), r"vocab\.txt: no \[CLS\]"),
+    ("big-vocab", lambda f: (f / "vocab.txt").write_text("".join(t + "\n" for t in BERT_VOCAB + ["extra"])),
+     r"vocab\.txt: 301 tokens, but the model has only vocab_size=300"),
+    ("bad-case", lambda f: (f / "tokenizer_config.json").write_text('{"do_lower_case": "yes"}'),
+     r"tokenizer_config\.json: do_lower_case must be true or false"),
+    ("gpt2-config", edit_config(model_type="gpt2"), r"model_type is 'gpt2', expected 'bert'"),
+    ("missing-tensor", drop_tensor("bert.encoder.layer.1.output.dense.bias"),
+     r"missing encoder\.layer\.1\.output\.dense\.bias"),
+]
+
+
+@pytest.mark.parametrize(("name", "change", "message"), BAD_BERT_FOLDERS, ids=[c[0] for c in BAD_BERT_FOLDERS])
+def test_a_bad_bert_folder_is_a_one_line_error(bert_folder, tmp_path, capsys, name, change, message):
+    folder = corrupt(bert_folder, tmp_path, name, change)
+    with pytest.raises(MiniptError, match=message):
+        load_pretrained(f"hf-bert:{folder}")
+    assert cli.main(["fill-mask", "--from", f"hf-bert:{folder}", "--text", "the [MASK]"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("minipt fill-mask: error: ") and "Traceback" not in error
+
+
+def test_fill_mask_needs_the_masked_lm_head_and_a_mask(hf_folders, bert_folder, capsys):
+    (hf_folders["bert"] / "vocab.txt").write_text("".join(t + "\n" for t in BERT_VOCAB), encoding="utf-8")
+    assert cli.main(["fill-mask", "--from", f"hf-bert:{hf_folders['bert']}", "--text", "the [MASK]"]) == 2
+    assert "missing cls.predictions.transform.dense.weight (no masked-LM head" in capsys.readouterr().err
+    (hf_folders["bert"] / "vocab.txt").unlink()
+    assert cli.main(["fill-mask", "--from", f"hf-bert:{bert_folder}", "--text", "no mask here"]) == 2
+    assert "--text: no [MASK] token" in capsys.readouterr().err
+    assert cli.main(["fill-mask", "--from", str(bert_folder), "--text", "the [MASK]"]) == 2
+    assert "fill-mask needs a BERT folder" in capsys.readouterr().err
+
+
+def test_pooler_pooling_needs_a_bert_backbone():
+    from minipt.models import SequenceClassifier
+
+    with pytest.raises(MiniptError, match="pooling 'pooler' needs a backbone with BERT's pooler"):
+        SequenceClassifier(TransformerLM(50, 16, 1, 2, 32, 8), 2, pooling="pooler")
+
+
+def test_text_columns_are_one_or_two(bert_folder, tmp_path, capsys):
+    status = cli.main(["finetune", "--from", f"hf-bert:{bert_folder}", "--task", str(pair_task(tmp_path)),
+                       "--text-column", "first,second,label", "--out", str(tmp_path / "run")])
+    assert status == 2 and "--text-column first,second,label: name one column, or two" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -740,3 +740,19 @@ def test_decay_groups_count_by_hand():
     assert sum(p.numel() for p in decay["params"]) == 6
     assert sum(p.numel() for p in no_decay["params"]) == 6
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+
+
+def test_wordpiece_greedy_longest_match_by_hand():
+    # vocabulary (id = line): [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, un 5, ##aff 6, ##able 7, aff 8, ##a 9,
+    # a 10, ! 11, , 12. "Unaffable!" -> lower-case -> words "unaffable", "!". WordPiece from position 0 tries
+    # "unaffable", "unaffabl", ..., "una" (none in the vocabulary), then "un": taken. From position 2 it tries
+    # "##affable", ..., "##affa" (no), "##aff": taken. From 5: "##able": taken. So un ##aff ##able ! = 5 6 7 11.
+    # "unaffablex": un ##aff ##able, then position 9 has no "##x": the whole word is [UNK] = 1.
+    from minipt.data.wordpiece import WordPieceTokenizer
+
+    tokenizer = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "aff",
+                                    "##a", "a", "!", ","])
+    assert tokenizer.tokenize("Unaffable!") == ["un", "##aff", "##able", "!"]
+    assert tokenizer.encode("Unaffable!") == [5, 6, 7, 11]
+    assert tokenizer.encode("unaffablex, a") == [1, 12, 10]
+    assert tokenizer.encode_inputs(("Unaffable", "a")) == [2, 5, 6, 7, 3, 10, 3]  # [CLS] A [SEP] B [SEP]

@@ -7,7 +7,8 @@ Two entry points treat the built-in Shakespeare data and the user's own files al
   text_column="review", label_column="stars")`` -> a :class:`LabelledData` with train / validation / test.
 
 Modules: :mod:`minipt.data.text` (reading and checking files), :mod:`minipt.data.shakespeare` (the built-in
-corpus and tasks), :mod:`minipt.data.datasets` (language-model windows, masking, NSP pairs, classification batches).
+corpus and tasks), :mod:`minipt.data.datasets` (language-model windows, masking, NSP pairs, classification batches),
+:mod:`minipt.data.tokenizers` (characters, byte-level BPE) and :mod:`minipt.data.wordpiece` (BERT's WordPiece).
 """
 
 from __future__ import annotations

@@ -217,7 +217,9 @@ class ClassificationDataset(Dataset):
     """Labelled texts as token ids: each item is ``(ids, label_id)``.
 
     ``examples`` are ``(text, label)`` pairs; ``labels`` the class names (a label's id is its index).
-    Each text is encoded, led by ``<cls>`` when ``add_cls`` is set, and cut to its first ``max_len`` tokens.
+    Each text is encoded by the tokenizer's ``encode_inputs``: led by ``<cls>`` when ``add_cls`` is set (BERT's
+    WordPiece always adds ``[CLS]`` and ``[SEP]``); a text may be a pair ``(A, B)``, joined by ``<sep>``. The ids
+    are cut to their first ``max_len``.
     """
 
     def __init__(
@@ -233,7 +235,7 @@ class ClassificationDataset(Dataset):
         for number, (text, label) in enumerate(examples):
             if label not in label_id:
                 raise DataError(f"example {number}: label {label!r} is not one of the classes {list(labels)}")
-            ids = ([tokenizer.cls_id] if add_cls else []) + tokenizer.encode(text)
+            ids = tokenizer.encode_inputs(text, add_cls)  # a text, or a pair of texts (A, B)
             self.items.append((ids[:max_len], label_id[label]))
 
     def __len__(self) -> int:

@@ -26,7 +26,8 @@ Both share the layout of their vocabulary's first ids, the special tokens:
 ``encode`` never produces special tokens (the data pipeline inserts them); ``decode`` writes a special token as
 its name, e.g. ``"<mask>"``, so that a masked or padded input can be printed and read.
 
-A tokenizer is saved as JSON with a ``"type"`` field (``"char"``, ``"bpe"`` or ``"gpt2-bpe"``);
+A tokenizer is saved as JSON with a ``"type"`` field (``"char"``, ``"bpe"``, ``"gpt2-bpe"``, or ``"wordpiece"`` for
+BERT's :class:`~minipt.data.wordpiece.WordPieceTokenizer`);
 :func:`load_tokenizer` and :func:`tokenizer_from_dict` read any kind back, so a checkpoint can carry its tokenizer
 as a dictionary.
 """
@@ -41,6 +42,7 @@ from collections.abc import Iterable
 from itertools import pairwise
 from pathlib import Path
 
+from minipt.data.wordpiece import WordPieceTokenizer
 from minipt.errors import MiniptError
 from minipt.runs.folder import write_atomic
 
@@ -50,6 +52,7 @@ __all__ = [
     "CharTokenizer",
     "BPETokenizer",
     "GPT2BPETokenizer",
+    "WordPieceTokenizer",
     "GPT2_PRE_SPLIT",
     "Tokenizer",
     "load_tokenizer",
@@ -76,6 +79,13 @@ class _SpecialTokens:
 
     def to_dict(self) -> dict:
         raise NotImplementedError
+
+    def encode_inputs(self, text: str | tuple[str, str], add_cls: bool = True) -> list[int]:
+        """One example as the model reads it: ``[<cls>] A`` (``<cls>`` when ``add_cls``), or ``[<cls>] A <sep> B``
+        for a pair of texts ``(A, B)``."""
+        first, second = (text, None) if isinstance(text, str) else text
+        ids = ([self.cls_id] if add_cls else []) + self.encode(first)
+        return ids if second is None else ids + [self.sep_id] + self.encode(second)
 
     def save(self, path: str | Path) -> None:
         """Write the tokenizer as JSON, atomically (a temporary file renamed over ``path``)."""
@@ -362,7 +372,7 @@ class GPT2BPETokenizer(BPETokenizer):
 # ----------------------------------------------------------------------------------------------------------------
 # Loading either kind
 
-Tokenizer = CharTokenizer | BPETokenizer
+Tokenizer = CharTokenizer | BPETokenizer | WordPieceTokenizer
 
 
 def tokenizer_from_dict(d: dict) -> Tokenizer:
@@ -374,6 +384,8 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
         return BPETokenizer(d["merges"])
     if kind == "gpt2-bpe" and all(isinstance(d.get(key), list) for key in ("merges", "ids")) and "eos_id" in d:
         return GPT2BPETokenizer(d["merges"], d["ids"], d["eos_id"])
+    if kind == "wordpiece" and isinstance(d.get("vocab"), list):
+        return WordPieceTokenizer(d["vocab"], bool(d.get("lowercase", True)), d.get("accents"))
     raise TokenizerError(f"tokenizer: expected a dict with type 'char' (and chars) or 'bpe' (and merges), got {kind!r}")
 
 

@@ -6,24 +6,36 @@ on the embedding and no final norm; its GELU is the exact, erf form (``hidden_ac
 to one, except that BERT keeps separate ``query``, ``key`` and ``value`` Linears, which stacked (rows q, k, v) are
 ``MultiheadAttention.in_proj_weight`` ``(3E, E)``. BERT's Linears are ``nn.Linear``: nothing is transposed.
 
-Not converted: the pooler (``pooler.dense``, a tanh layer on the first token, for next-sentence prediction) and
-the masked-LM head (``cls.*``); minipt puts its own :class:`~minipt.models.SequenceClassifier` on ``features``.
-The ``lm_head`` of the converted model is its tied token embedding, not BERT's masked-LM head.
+:class:`BertEncoder` is that Transformer with BERT's two extras on top, so that ``minipt finetune --from
+hf-bert:FOLDER`` runs it like any backbone:
+
+* the **pooler**, :math:`p = \tanh(W h_{\texttt{[CLS]}} + b)`, a dense layer and tanh on the first position
+  (``pooler.dense``), which BERT's classifiers read (``SequenceClassifier(pooling="pooler")``);
+* **token types from the ids**: when no ``token_type_ids`` are given, a token is in segment 0 up to and including
+  the first ``[SEP]`` and in segment 1 after it (:func:`segments_from_sep`), exactly what BERT's tokenizer gives a
+  pair ``[CLS] A [SEP] B [SEP]``; so a batch of token ids is all a pair classifier needs, frozen cache included.
+
+The masked-LM head (``cls.predictions``) is :mod:`minipt.interop.bert_mlm`. The ``lm_head`` of the converted model
+is its tied token embedding, not BERT's masked-LM head.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from minipt.errors import MiniptError
+from minipt.data.wordpiece import WordPieceTokenizer
+from minipt.errors import MiniptError, warn
 from minipt.interop.hf_folder import build_transformer, check_shapes, config_value, read_hf_config, read_hf_weights
 from minipt.models import TransformerLM
+from minipt.models.init import normal_init_
 
 __all__ = ["bert_key_table", "minipt_config_from_bert", "bert_config_from_minipt", "load_bert_state_dict",
-           "bert_state_dict", "load_hf_bert"]
+           "bert_state_dict", "load_hf_bert", "segments_from_sep", "BertPooler", "BertEncoder", "load_bert_pooler",
+           "load_hf_bert_encoder", "load_bert_tokenizer"]
 
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 NOT_READ = ("pooler.", "cls.", "embeddings.position_ids", "embeddings.token_type_ids")  # heads and index buffers
@@ -118,6 +130,8 @@ def load_bert_state_dict(
         names[mine] = parts[0].replace(".query.", ".{query,key,value}.")
     check_shapes(converted, model.state_dict(), names, path)
     converted["lm_head.weight"] = converted["embedding.token.weight"]  # tied: the same tensor
+    if isinstance(model, BertEncoder):  # its pooler is read by load_bert_pooler; keep the current one here
+        converted.update({f"pooler.{key}": value for key, value in model.pooler.state_dict().items()})
     model.load_state_dict(converted)
 
 
@@ -137,4 +151,102 @@ def load_hf_bert(folder: str | Path, fast: bool = False) -> TransformerLM:
     config = minipt_config_from_bert(read_hf_config(folder, "bert"), folder / "config.json")
     model = build_transformer(config, folder, fast)
     load_bert_state_dict(model, *read_hf_weights(folder))
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# BERT's extras on the encoder: token types from [SEP], the pooler
+
+
+def segments_from_sep(idx: Tensor, sep_id: int) -> Tensor:
+    """BERT's token types read off the ids: 0 up to and including the first ``[SEP]``, 1 after it.
+
+    ``[CLS] A [SEP] B [SEP]`` -> ``0 0..0 0 1..1 1``; a single text ``[CLS] A [SEP]`` is all 0 (padding after it is
+    1, but padding is never attended to). ``idx`` ``(B, T)`` -> ``(B, T)`` long. Worked example: ids
+    ``[2, 7, 3, 8, 3, 0]`` with ``sep_id=3``: [SEP]s seen strictly before each position ``0 0 0 1 1 2``, so
+    types ``0 0 0 1 1 1``.
+    """
+    is_sep = (idx == sep_id).long()  # (B, T)
+    seps_before = is_sep.cumsum(dim=1) - is_sep  # (B, T): [SEP]s strictly before position t
+    return (seps_before > 0).long()
+
+
+class BertPooler(nn.Module):
+    r"""BERT's pooler: :math:`p_b = \tanh(W h_{b,0} + c)`, the first (``[CLS]``) position through a dense layer
+    and tanh. ``features`` ``(B, T, H)`` -> ``(B, H)``. ``dense`` is ``pooler.dense`` of a BERT checkpoint."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return torch.tanh(self.dense(features[:, 0]))  # (B, H)
+
+
+class BertEncoder(TransformerLM):
+    """A BERT-shaped :class:`TransformerLM` (post-norm, segments) with BERT's pooler and token types derived from
+    ``[SEP]`` (``sep_id``) when none are given; the other arguments are ``TransformerLM``'s."""
+
+    architecture = "bert"
+
+    def __init__(self, *args, sep_id: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.config["sep_id"] = sep_id
+        self.sep_id = sep_id
+        self.pooler = BertPooler(self.hidden_size)
+        normal_init_(self.pooler)
+
+    def embed(
+        self, idx: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """:meth:`TransformerLM.embed` with ``token_type_ids`` from :func:`segments_from_sep` when None: every path
+        into the layers (the forward pass, ``features``, the frozen cache's ``lower_layers``) starts here."""
+        if token_type_ids is None and self.config["type_vocab_size"] > 1:
+            token_type_ids = segments_from_sep(idx, self.sep_id)  # (B, T)
+        return super().embed(idx, attention_mask, token_type_ids)
+
+
+def load_bert_pooler(pooler: BertPooler, state: dict[str, Tensor], path: Path) -> bool:
+    """Copy ``pooler.dense`` of a BERT state_dict into ``pooler``; False (pooler untouched) when the file has none
+    (a ``BertForMaskedLM`` checkpoint is saved without it)."""
+    state = {key.removeprefix("bert."): value for key, value in state.items()}
+    keys = {"dense.weight": "pooler.dense.weight", "dense.bias": "pooler.dense.bias"}
+    if not all(key in state for key in keys.values()):
+        return False
+    converted = {mine: state[theirs] for mine, theirs in keys.items()}
+    check_shapes(converted, pooler.state_dict(), keys, path)
+    pooler.load_state_dict(converted)
+    return True
+
+
+def load_bert_tokenizer(folder: str | Path) -> WordPieceTokenizer:
+    """BERT's tokenizer of ``folder``: ``vocab.txt``, cased or not as ``tokenizer_config.json`` says
+    (``do_lower_case``, ``strip_accents``; uncased when the file is absent, as ``transformers``' default)."""
+    folder = Path(folder)
+    settings = {}
+    path = folder / "tokenizer_config.json"
+    if path.exists():
+        try:
+            settings = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise MiniptError(f"{path}: cannot read JSON ({type(error).__name__}: {error})") from None
+        if not isinstance(settings, dict):
+            raise MiniptError(f"{path}: expected a JSON object (do_lower_case, strip_accents, ...)")
+    lowercase = settings.get("do_lower_case", True)
+    accents = settings.get("strip_accents")
+    if not isinstance(lowercase, bool) or accents not in (None, True, False):
+        raise MiniptError(f"{path}: do_lower_case must be true or false and strip_accents true, false or null")
+    return WordPieceTokenizer.from_vocab_txt(folder / "vocab.txt", lowercase, accents)
+
+
+def load_hf_bert_encoder(folder: str | Path, sep_id: int, fast: bool = False) -> BertEncoder:
+    """A :class:`BertEncoder` with the encoder and pooler weights of the BERT in ``folder``, in eval mode (a
+    checkpoint without a pooler keeps a fresh one, with a warning)."""
+    folder = Path(folder)
+    config = minipt_config_from_bert(read_hf_config(folder, "bert"), folder / "config.json")
+    model = build_transformer({**config, "sep_id": sep_id}, folder, fast, model_class=BertEncoder)
+    state, path = read_hf_weights(folder)
+    load_bert_state_dict(model, state, path)
+    if not load_bert_pooler(model.pooler, state, path):
+        warn(f"{path}: no pooler.dense (a masked-LM checkpoint?); the pooler starts from random weights")
     return model.eval()

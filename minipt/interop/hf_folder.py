@@ -80,10 +80,10 @@ def check_shapes(converted: dict[str, Tensor], expected: dict[str, Tensor], name
             )
 
 
-def build_transformer(config: dict, folder: Path, fast: bool) -> TransformerLM:
-    """A fresh :class:`TransformerLM` with the constructor arguments ``config`` read from ``folder/config.json``;
-    an argument it cannot take is a one-line error naming that file."""
+def build_transformer(config: dict, folder: Path, fast: bool, model_class: type = TransformerLM) -> TransformerLM:
+    """A fresh :class:`TransformerLM` (or subclass ``model_class``) with the constructor arguments ``config`` read
+    from ``folder/config.json``; an argument it cannot take is a one-line error naming that file."""
     try:
-        return TransformerLM(**config, fast=fast)
+        return model_class(**config, fast=fast)
     except MiniptError as error:  # e.g. a width that the number of heads does not divide
         raise MiniptError(f"{folder / 'config.json'}: {error}") from None

@@ -3,7 +3,8 @@ r"""Finetuning a pretrained language model on a classification task: the job beh
 The pieces, top to bottom in :func:`finetune`:
 
 1. the backbone: the pretrained language model of a run folder (:func:`minipt.jobs.pretrain.load_run`) or of a
-   Hugging Face GPT-2 folder (``hf-gpt2:FOLDER``, :func:`minipt.jobs.sources.load_pretrained`), or — the control,
+   Hugging Face GPT-2 or BERT folder (``hf-gpt2:FOLDER``, ``hf-bert:FOLDER``,
+   :func:`minipt.jobs.sources.load_pretrained`; a BERT classifies through its pooler), or — the control,
    ``from_scratch=True`` — a freshly initialised model of the same architecture with the same tokenizer;
 2. the classifier: :class:`minipt.models.SequenceClassifier` (pooling + one linear layer) on that backbone;
 3. the strategy (:mod:`minipt.training.strategies`): freeze the embedding and the lowest ``k`` layers; or unfreeze them
@@ -44,9 +45,9 @@ from minipt.data.datasets import ClassificationDataset, balanced_sampler, collat
 from minipt.data.tokenizers import Tokenizer, load_tokenizer
 from minipt.errors import MiniptError, warn
 from minipt.jobs.pretrain import check_model_section, is_finetuning_run
-from minipt.jobs.sources import HF_GPT2, load_pretrained
+from minipt.jobs.sources import HF_BERT, HF_GPT2, build_backbone, load_pretrained
 from minipt.metrics import accuracy, classification_report, confusion_matrix, macro_f1
-from minipt.models import SequenceClassifier, build_model
+from minipt.models import SequenceClassifier
 from minipt.models.heads import POOLINGS
 from minipt.nn import set_fast
 from minipt.plots import plot_confusion_matrix, read_metrics
@@ -93,10 +94,12 @@ class FinetuneConfig:
     """Every setting of a finetuning run; the names are the CLI flags with underscores (``--from`` is
     ``from_run``)."""
 
-    from_run: str = setting(help="the pretraining run folder (its model, tokenizer and settings), or hf-gpt2:FOLDER "
-                            "(a Hugging Face GPT-2 folder)", flag="--from", metavar="RUN_DIR")
+    from_run: str = setting(help="the pretraining run folder (its model, tokenizer and settings), hf-gpt2:FOLDER "
+                            "(a Hugging Face GPT-2 folder) or hf-bert:FOLDER (a BERT folder with vocab.txt)",
+                            flag="--from", metavar="RUN_DIR")
     task: str = setting("shakespeare-verse", "shakespeare-verse, shakespeare-genre, or a labelled CSV/TSV/JSONL file")
-    text_column: str = setting("text", "the column of a labelled file that holds the text", metavar="NAME")
+    text_column: str = setting("text", "the column of a labelled file that holds the text; two columns A,B make "
+                               "sentence pairs (BERT: [CLS] A [SEP] B [SEP], segments 0 and 1)", metavar="NAME")
     label_column: str = setting("label", "the column of a labelled file that holds the label", metavar="NAME")
     freeze: str = setting("none", "embedding + this many lowest layers frozen: an integer, 'all' (a linear probe) "
                           "or 'none'")
@@ -107,8 +110,9 @@ class FinetuneConfig:
     lr: float = setting(1e-3, "peak learning rate of AdamW", rule=POSITIVE)
     batch_size: int = setting(32, "examples per batch", rule=POSITIVE_INT)
     max_len: int = setting(0, "tokens kept per example (0: the pretrained model's context length)", rule=COUNT)
-    pooling: str = setting("mean", "how the per-token vectors become one: mean, first or last",
-                           rule=one_of(*POOLINGS))
+    pooling: str = setting("auto", "how the per-token vectors become one: mean, first, last, or pooler (BERT's "
+                           "dense + tanh on [CLS]); auto: pooler for hf-bert:, mean otherwise",
+                           rule=one_of("auto", *POOLINGS))
     dropout: float = setting(0.1, "dropout before the classification head", rule=between(0, 1, "[)"))
     weight_decay: float = setting(0.01, "AdamW weight decay (weight matrices only)", rule=NON_NEGATIVE)
     lr_decay: float = setting(1 / 2.6, "per-layer learning-rate factor of --strategy discriminative",
@@ -147,6 +151,8 @@ class FinetuneConfig:
         if self.text_column == self.label_column:
             raise MiniptError(f"--text-column and --label-column are both {self.text_column!r}; the text and the "
                               "label must be two different columns")
+        if self.pooling == "auto":  # resolved once, so that the run's config.json says what was used
+            self.pooling = "pooler" if self.from_run.startswith(HF_BERT) else "mean"
         resolve_device(self.device)  # no CUDA: fail now, before anything is written
 
 
@@ -162,7 +168,25 @@ def load_labelled_task(task: str, text_column: str = "text", label_column: str =
             raise MiniptError(f"--text-column and --label-column name the columns of a labelled file; --task {task} "
                               "is built in")
         return load_task(task)
+    if "," in text_column:
+        return load_pair_task(task, text_column, label_column)
     return load_task(task, text_column=text_column, label_column=label_column)
+
+
+def load_pair_task(task: str, text_columns: str, label_column: str) -> LabelledData:
+    """A labelled file with two text columns ``A,B``: every example's text is the pair ``(a, b)``.
+
+    The file is read once per column; a row's split depends only on its label, its ``split`` cell and the seed,
+    never on its text, so the two readings list the same rows in the same order and pair up row by row.
+    """
+    columns = text_columns.split(",")
+    if len(columns) != 2 or not all(columns):
+        raise MiniptError(f"--text-column {text_columns}: name one column, or two separated by a comma (A,B)")
+    first, second = (load_task(task, text_column=column, label_column=label_column) for column in columns)
+    splits = {split: [((a, b), label) for (a, label), (b, _) in zip(first.split(split), second.split(split),
+                                                                     strict=True)]
+              for split in ("train", "validation", "test")}
+    return LabelledData(splits["train"], splits["validation"], splits["test"], first.labels, first.name)
 
 
 def select_train_examples(examples: list[tuple[str, str]], n: int, seed: int) -> list[tuple[str, str]]:
@@ -299,7 +323,7 @@ def load_backbone(config: FinetuneConfig) -> tuple[nn.Module, Tokenizer, dict]:
     ``from_scratch`` the same architecture re-initialised (seeded by ``config.seed``). The backbone computes on
     its fast path (:func:`minipt.nn.set_fast`)."""
     try:
-        backbone, tokenizer, saved = load_pretrained(config.from_run, fast=True)  # a run, or hf-gpt2:FOLDER
+        backbone, tokenizer, saved = load_pretrained(config.from_run, fast=True)  # a run, hf-gpt2: or hf-bert:
     except ValueError as error:
         message = str(error) if str(error).startswith("--from") else f"--from {config.from_run}: {error}"
         raise MiniptError(message) from None
@@ -307,7 +331,7 @@ def load_backbone(config: FinetuneConfig) -> tuple[nn.Module, Tokenizer, dict]:
         settings = dict(saved["model"])
         architecture = settings.pop("architecture")
         torch.manual_seed(config.seed)
-        backbone = set_fast(build_model(architecture, **settings), True)
+        backbone = set_fast(build_backbone(architecture, **settings), True)
     return backbone, tokenizer, saved
 
 
@@ -362,7 +386,7 @@ def prepare_data(config: FinetuneConfig, task: LabelledData, tokenizer: Tokenize
     train_examples = select_train_examples(task.train, config.train_examples, config.seed)
     check_every_class_trains(train_examples, task, config.train_examples)
     validation_examples = select_train_examples(task.validation, config.val_examples, config.seed)
-    add_cls = config.pooling == "first"  # the <cls> position only matters when it is the one read
+    add_cls = config.pooling in ("first", "pooler")  # the <cls> position only matters when it is the one read
     make_dataset = partial(ClassificationDataset, tokenizer=tokenizer, labels=task.labels, max_len=max_len,
                            add_cls=add_cls)
     validation_batches = classification_batches(make_dataset(validation_examples), config.batch_size, tokenizer.pad_id)
@@ -498,9 +522,11 @@ def finetune(
             return finetune_run(config, run_dir, progress, verbose, resume=False, on_start=on_start)
 
 def absolute_source(from_run: str) -> str:
-    """``--from`` as a run records it: an absolute run folder, or ``hf-gpt2:`` and an absolute folder."""
-    if from_run.startswith(HF_GPT2):
-        return HF_GPT2 + absolute_path(from_run.removeprefix(HF_GPT2))
+    """``--from`` as a run records it: an absolute run folder, or ``hf-gpt2:`` / ``hf-bert:`` and an absolute
+    folder."""
+    for prefix in (HF_GPT2, HF_BERT):
+        if from_run.startswith(prefix):
+            return prefix + absolute_path(from_run.removeprefix(prefix))
     return absolute_path(from_run)
 
 
@@ -510,7 +536,7 @@ def check_files_are_there(config: FinetuneConfig, run_dir: Path, flag: str) -> N
     if config.task not in TASKS and not Path(config.task).is_file():
         raise MiniptError(f"{flag} {run_dir}: its labelled file is not at {Path(config.task).absolute()} (moved or "
                           "deleted?); put it back there" + (", or pass --task FILE" if flag == "--from" else ""))
-    source = config.from_run.removeprefix(HF_GPT2)
+    source = config.from_run.removeprefix(HF_GPT2).removeprefix(HF_BERT)
     if flag == "--resume" and not Path(source).is_dir():
         raise MiniptError(f"--resume {run_dir}: the run it finetunes is not at {Path(source).absolute()} (moved or "
                           "deleted?); put it back there")
@@ -672,7 +698,7 @@ def load_classifier(
     run_dir = Path(run_dir)
     saved = read_finetune_run(run_dir)
     settings = dict(saved["model"])
-    backbone = set_fast(build_model(settings.pop("architecture"), **settings), fast)
+    backbone = set_fast(build_backbone(settings.pop("architecture"), **settings), fast)
     model = SequenceClassifier(backbone, **saved["classifier"])
     checkpoint = load_checkpoint(run_dir / "best.pt")
     check_architecture(model, checkpoint, run_dir / "best.pt")  # an edited config.json must not change the model

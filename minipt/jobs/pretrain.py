@@ -45,8 +45,9 @@ from minipt.data import (
 from minipt.data.datasets import IGNORE_INDEX
 from minipt.data.tokenizers import FIRST_MERGE_ID, BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from minipt.errors import MiniptError
+from minipt.interop.bert import BertEncoder
 from minipt.metrics import perplexity
-from minipt.models import MODEL_CLASSES, MaskedLMWithNextSentenceHead, build_model
+from minipt.models import MODEL_CLASSES, MaskedLMWithNextSentenceHead, TransformerLM, build_model
 from minipt.models.language_model import LanguageModel, cross_entropy, language_model_loss
 from minipt.models.modes import evaluation_mode
 from minipt.nn import set_fast
@@ -534,7 +535,8 @@ def read_pretraining_config(run_dir: Path, flag: str) -> dict:
     section or an unknown key is a one-line error naming ``flag``, the file or the key."""
     saved = read_config(run_dir)
     if "model_type" in saved:  # the config.json of a Hugging Face folder
-        hint = f"; name it hf-gpt2:{run_dir}" if flag == "--from" else " (a minipt pretraining run is needed here)"
+        prefix = "hf-bert:" if saved["model_type"] == "bert" else "hf-gpt2:"
+        hint = f"; name it {prefix}{run_dir}" if flag == "--from" else " (a minipt pretraining run is needed here)"
         raise MiniptError(f"{flag} {run_dir} is a Hugging Face folder (config.json has model_type "
                           f"{saved['model_type']!r}), not a minipt run{hint}")
     if is_finetuning_run(saved):
@@ -550,10 +552,12 @@ def check_model_section(saved: dict, path: Path) -> None:
     model = saved.get("model")
     if not isinstance(model, dict):
         raise MiniptError(f"{path}: no 'model' section (a config.json that minipt wrote has one; was it edited?)")
-    if model.get("architecture") not in MODEL_CLASSES:
-        raise MiniptError(f"{path}: section 'model': architecture must be one of {', '.join(MODEL_CLASSES)}, got "
+    backbones = {**MODEL_CLASSES, BertEncoder.architecture: BertEncoder}  # a finetuned BERT folder's too
+    if model.get("architecture") not in backbones:
+        raise MiniptError(f"{path}: section 'model': architecture must be one of {', '.join(backbones)}, got "
                           f"{model.get('architecture')!r}")
-    known = inspect.signature(MODEL_CLASSES[model["architecture"]]).parameters
+    known = {**inspect.signature(TransformerLM).parameters, "sep_id": None} if model["architecture"] == "bert" else (
+        inspect.signature(backbones[model["architecture"]]).parameters)
     for key in model:
         if key != "architecture" and key not in known:
             raise MiniptError(f"{path}: section 'model': unknown key {key!r}")

@@ -18,7 +18,9 @@ The three poolings, with :math:`m_{b,t} \in \{0, 1\}` the attention mask (1 = re
     \operatorname{last}:\ h_{b,\ell_b}
 
 ``first`` suits a bidirectional encoder trained with a ``<cls>`` token at position 0 (BERT); ``last`` suits a
-causal model or a GRU, whose last real state has read the whole sequence; ``mean`` works for either.
+causal model or a GRU, whose last real state has read the whole sequence; ``mean`` works for either. ``pooler`` is
+BERT's own, :math:`\tanh(W h_{b,0} + c)`: the backbone's ``pooler`` module (a BERT folder's, see
+:class:`minipt.interop.bert.BertEncoder`).
 
 :class:`MaskedLMWithNextSentenceHead` adds a two-way head on the ``<cls>`` position to a bidirectional model,
 for the ``mlm+nsp`` pretraining objective (:mod:`minipt.jobs.pretrain`).
@@ -42,7 +44,7 @@ from minipt.models.language_model import (
 __all__ = ["POOLINGS", "mean_pool", "first_token_pool", "last_token_pool", "pool", "SequenceClassifier",
            "MaskedLMWithNextSentenceHead"]
 
-POOLINGS = ("mean", "first", "last")
+POOLINGS = ("mean", "first", "last", "pooler")
 
 
 def _real_token_mask(features: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -106,6 +108,9 @@ class SequenceClassifier(nn.Module):
         check_positive("SequenceClassifier", num_classes=num_classes)
         if pooling not in POOLINGS:
             raise ModelInputError(f"SequenceClassifier: pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling == "pooler" and not hasattr(backbone, "pooler"):
+            raise ModelInputError("SequenceClassifier: pooling 'pooler' needs a backbone with BERT's pooler "
+                                  "(--from hf-bert:FOLDER)")
         check_probability("SequenceClassifier", "dropout", dropout)
         self.config = {"num_classes": num_classes, "pooling": pooling, "dropout": dropout}
         self.backbone_architecture = backbone.architecture
@@ -158,7 +163,10 @@ class SequenceClassifier(nn.Module):
             features = self.backbone.features(input_ids, attention_mask)  # (B, T, H)
         else:
             features = self.backbone.upper_layers(input_ids, attention_mask, from_layer)  # (B, T, H)
-        pooled = pool(features, attention_mask, self.pooling)  # (B, H)
+        if self.pooling == "pooler":  # BERT's: dense + tanh on the first ([CLS]) position
+            pooled = self.backbone.pooler(features)  # (B, H)
+        else:
+            pooled = pool(features, attention_mask, self.pooling)  # (B, H)
         logits = self.head(self.dropout(pooled))  # (B, num_classes)
         if labels is None:
             return logits, None
