@@ -146,6 +146,10 @@ def test_gru_pretrains_and_generates(tmp_path, corpus, capsys):
     assert pretrain(corpus, out, "--model", "gru") == 0
     assert json.loads((out / "config.json").read_text())["model"]["architecture"] == "gru"
     assert main(["generate", "--from", str(out), "--prompt", "To", "--tokens", "5", "--top-k", "3"]) == 0
+    assert main(["generate", "--from", str(out), "--prompt", "To", "--tokens", "5", "--top-p", "0.9"]) == 0
+    capsys.readouterr()
+    status = main(["generate", "--from", str(out), "--prompt", "To", "--top-p", "1.5"])
+    one_line_error(capsys, status, "--top-p must be a number in (0, 1]", "got 1.5")
 
 
 def test_masked_lm_objectives(tmp_path, corpus, capsys):
@@ -304,7 +308,7 @@ def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["generate", "--help"])
     text = capsys.readouterr().out
-    for option in ("--from", "--prompt", "--tokens", "--temperature", "--top-k", "--seed"):
+    for option in ("--from", "--prompt", "--tokens", "--temperature", "--top-k", "--top-p", "--seed"):
         assert option in text
     with pytest.raises(SystemExit):
         parser.parse_args(["--help"])

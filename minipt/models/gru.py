@@ -259,6 +259,7 @@ class GRULM(LanguageModel):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         suppress_tokens: Sequence[int] = (),
+        top_p: float | None = None,
     ) -> Tensor:
         """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``; the ids in
         ``suppress_tokens`` are never sampled.
@@ -269,7 +270,7 @@ class GRULM(LanguageModel):
         module's train/eval mode is restored after.
         """
         self._check_idx(idx)
-        check_sampling_arguments(temperature, top_k, self.vocab_size)
+        check_sampling_arguments(temperature, top_k, self.vocab_size, top_p)
         with evaluation_mode(self):
             states: list[Tensor | None] = [None] * len(self.layers)  # each (1, B, H) once set
             new_tokens = idx  # the whole prompt first, then one token per step
@@ -278,6 +279,6 @@ class GRULM(LanguageModel):
                 for index, layer in enumerate(self.layers):
                     x, states[index] = layer(x, states[index])  # (B, T', H), (1, B, H)
                 logits = self.lm_head(x[:, -1, :])  # (B, V)
-                new_tokens = sample_next_token(logits, temperature, top_k, generator, suppress_tokens)  # (B, 1)
+                new_tokens = sample_next_token(logits, temperature, top_k, generator, suppress_tokens, top_p)  # (B, 1)
                 idx = torch.cat([idx, new_tokens], dim=1)
         return idx

@@ -296,6 +296,7 @@ class TransformerLM(LanguageModel):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         suppress_tokens: Sequence[int] = (),
+        top_p: float | None = None,
     ) -> Tensor:
         """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``; the ids in
         ``suppress_tokens`` are never sampled.
@@ -309,12 +310,12 @@ class TransformerLM(LanguageModel):
                 "TransformerLM: generate needs a causal model (causal=True); a bidirectional encoder is "
                 "trained to fill in masked tokens, not to continue text"
             )
-        check_sampling_arguments(temperature, top_k, self.vocab_size)
+        check_sampling_arguments(temperature, top_k, self.vocab_size, top_p)
         with evaluation_mode(self):
             for _ in range(max_new_tokens):
                 context = idx[:, -self.max_len :]  # (B, <= max_len)
                 logits, _ = self(context)  # (B, T', V)
                 last = logits[:, -1, :]  # (B, V)
-                next_token = sample_next_token(last, temperature, top_k, generator, suppress_tokens)  # (B, 1)
+                next_token = sample_next_token(last, temperature, top_k, generator, suppress_tokens, top_p)  # (B, 1)
                 idx = torch.cat([idx, next_token], dim=1)
         return idx
