@@ -132,8 +132,12 @@ def _has_placeholder(tree: ast.AST) -> bool:
     return any(isinstance(node, ast.Constant) and node.value is Ellipsis for node in ast.walk(tree))
 
 
-def _student_writes_code(tree: ast.AST) -> bool:
-    # a `...` the student replaces with code: anywhere except as the whole right-hand side of `my_answer = ...`
+def _student_writes_code(cell) -> bool:
+    # a line the student must change (marked `# <- change ...`: the cell holds the setting before the change), or a
+    # `...` the student replaces with code: anywhere except as the whole right-hand side of `my_answer = ...`
+    if any("# <- change" in line for line in cell.source.splitlines()):
+        return True
+    tree = _code(cell)
     answers = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Assign)
                and any(isinstance(target, ast.Name) and target.id == "my_answer" for target in node.targets)}
     return any(isinstance(node, ast.Constant) and node.value is Ellipsis and id(node) not in answers
@@ -178,9 +182,9 @@ def test_chapter_has_numbered_exercises_each_with_a_self_check(path: Path) -> No
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda path: path.name)
 def test_chapter_has_an_exercise_where_the_student_writes_code(path: Path) -> None:
     editing = [number for number, exercise in exercises(path).items() if exercise["kind"] in EDIT_KINDS
-               and any(_student_writes_code(_code(cell)) for cell in exercise["cells"])]
-    assert editing, (f"{path.name}: no 'change the code' or 'write the code' exercise with a `...` in the code "
-                     "for the student to write (besides `my_answer = ...`)")
+               and any(_student_writes_code(cell) for cell in exercise["cells"])]
+    assert editing, (f"{path.name}: no 'change the code' or 'write the code' exercise where the student edits a "
+                     "line marked `# <- change ...` or writes code in place of a `...` (besides `my_answer = ...`)")
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda path: path.name)
