@@ -174,6 +174,10 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--top-k", type=int, default=None, help="sample among the k most likely tokens only (default: all)"
     )
+    parser.add_argument(
+        "--top-p", type=float, default=None,
+        help="sample among the most likely tokens that together hold probability p, 0 < p <= 1 (default: all)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampler (default: 0)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="(default: cpu)")
     parser.set_defaults(run=run_generate)
@@ -196,6 +200,8 @@ def run_generate(args: argparse.Namespace) -> int:
     model, tokenizer, saved = load_pretrained(args.run_dir, device)  # a run folder, or hf-gpt2:FOLDER
     if args.top_k is not None and not 1 <= args.top_k <= tokenizer.vocab_size:
         raise MiniptError(f"--top-k must be between 1 and the vocabulary size {tokenizer.vocab_size}, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:  # NaN too
+        raise MiniptError(f"--top-p must be a number in (0, 1] (1 keeps every token), got {args.top_p}")
     if saved["pretrain"]["objective"] != "clm":
         raise MiniptError(
             f"--from {args.run_dir}: that model was pretrained with --objective {saved['pretrain']['objective']} "
@@ -218,7 +224,7 @@ def run_generate(args: argparse.Namespace) -> int:
     print(tokenizer.decode(prompt_ids), end="", flush=True)
     try:  # each token is printed as it comes; Ctrl-C keeps what was printed
         model.generate(idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=generator,
-                       suppress_tokens=suppress, on_token=stream.put)
+                       suppress_tokens=suppress, top_p=args.top_p, on_token=stream.put)
     except interrupts.Interrupted as stop:
         stream.close()
         print(f"minipt generate: interrupted after {stream.tokens} of {args.tokens} tokens; the text above is what "

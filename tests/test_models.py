@@ -371,6 +371,41 @@ def test_next_token_probabilities_worked_example():
     torch.testing.assert_close(next_token_probabilities(many, temperature=0.7), F.softmax(many / 0.7, dim=-1))
 
 
+def test_top_p_worked_example():
+    # probabilities (0.5, 0.3, 0.15, 0.05); the mass ranked above each is (0, 0.5, 0.8, 0.95)
+    # top_p = 0.75: keep the tokens with less than 0.75 above them, the first two -> (0.5, 0.3) / 0.8
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()[:, [2, 0, 3, 1]]  # shuffled: the order must not matter
+    probabilities = next_token_probabilities(logits, top_p=0.75)
+    torch.testing.assert_close(probabilities, torch.tensor([[0.0, 0.625, 0.0, 0.375]]), atol=1e-6, rtol=0)
+    # top_p = 0.4: the most probable token alone holds 0.5 >= 0.4 -> greedy
+    assert next_token_probabilities(logits, top_p=0.4).tolist() == [[0.0, 1.0, 0.0, 0.0]]
+    # top_p = 0.96: the last has 0.95 above it -> every token stays, as with top_p = 1
+    torch.testing.assert_close(next_token_probabilities(logits, top_p=0.96), logits.softmax(dim=-1))
+    torch.testing.assert_close(next_token_probabilities(logits, top_p=1.0), logits.softmax(dim=-1))
+
+
+def test_top_p_applies_after_temperature_and_top_k():
+    # temperature 0.5 doubles the log-probabilities: (0.5, 0.3, 0.15, 0.05)^2 / sum = (0.25, 0.09, 0.0225, 0.0025)
+    # / 0.365 = (0.684932, 0.246575, 0.061644, 0.006849); mass above (0, 0.685, 0.932, 0.993): top_p = 0.9
+    # keeps two. With top_k = 1 first, only the largest is left, whatever top_p.
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    probabilities = next_token_probabilities(logits, temperature=0.5, top_p=0.9)
+    torch.testing.assert_close(probabilities, torch.tensor([[0.25, 0.09, 0.0, 0.0]]) / 0.34, atol=1e-6, rtol=0)
+    assert next_token_probabilities(logits, top_k=1, top_p=0.99).tolist() == [[1.0, 0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_generate_respects_top_p(kind):
+    model = make_model(kind).eval()
+    prompt = random_tokens(3, 2)
+    generated = model.generate(prompt, 12, top_p=0.3, generator=torch.Generator().manual_seed(0))
+    logits, _ = model(generated[:, :-1])  # logits[:, t] is the distribution token t + 1 was drawn from
+    allowed = next_token_probabilities(logits[:, 1:].reshape(-1, VOCAB), top_p=0.3) > 0  # (B * 12, V)
+    drawn = generated[:, 2:].reshape(-1)  # (B * 12,)
+    assert allowed[torch.arange(len(drawn)), drawn].all()
+    assert (allowed.sum(dim=-1) < VOCAB).all()  # the nucleus left tokens out at every step
+
+
 def test_sampling_arguments_are_checked():
     with pytest.raises(ValueError, match="temperature must be > 0"):
         make_transformer().generate(random_tokens(1, 3), 2, temperature=0.0)
@@ -378,6 +413,9 @@ def test_sampling_arguments_are_checked():
         make_gru().generate(random_tokens(1, 3), 2, temperature=0.0)
     with pytest.raises(ValueError, match="top_k must be between 1 and the vocabulary size 20"):
         make_gru().generate(random_tokens(1, 3), 2, top_k=21)
+    for top_p in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+            make_transformer().generate(random_tokens(1, 3), 2, top_p=top_p)
     with pytest.raises(ValueError, match="generate needs a causal model"):
         make_model("encoder").generate(random_tokens(1, 3), 2)
 

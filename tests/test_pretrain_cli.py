@@ -146,16 +146,21 @@ def test_gru_pretrains_and_generates(tmp_path, corpus, capsys):
     assert pretrain(corpus, out, "--model", "gru") == 0
     assert json.loads((out / "config.json").read_text())["model"]["architecture"] == "gru"
     assert main(["generate", "--from", str(out), "--prompt", "To", "--tokens", "5", "--top-k", "3"]) == 0
+    assert main(["generate", "--from", str(out), "--prompt", "To", "--tokens", "5", "--top-p", "0.9"]) == 0
+    capsys.readouterr()
+    status = main(["generate", "--from", str(out), "--prompt", "To", "--top-p", "1.5"])
+    one_line_error(capsys, status, "--top-p must be a number in (0, 1]", "got 1.5")
 
 
 def test_masked_lm_objectives(tmp_path, corpus, capsys):
     assert pretrain(corpus, tmp_path / "mlm", "--objective", "mlm") == 0
     assert json.loads((tmp_path / "mlm" / "config.json").read_text())["model"]["causal"] is False
-    assert {"val_loss", "perplexity"} <= set(metrics(tmp_path / "mlm")[-1])
+    assert {"val_loss", "val_accuracy", "perplexity", "val_chosen_loss"} <= set(metrics(tmp_path / "mlm")[-1])
     assert pretrain(corpus, tmp_path / "nsp", "--objective", "mlm+nsp") == 0
     last = metrics(tmp_path / "nsp")[-1]
     assert last["val_loss"] == pytest.approx(last["val_mlm_loss"] + last["val_nsp_loss"])
-    assert 0.0 <= last["val_nsp_accuracy"] <= 1.0
+    assert 0.0 <= last["val_nsp_accuracy"] <= 1.0 and 0.0 <= last["val_mlm_accuracy"] <= 1.0
+    assert "val_mlm_chosen_loss" in last  # the all-chosen figure, named apart from the masked-only val_mlm_loss
     capsys.readouterr()
     status = main(["generate", "--from", str(tmp_path / "mlm"), "--prompt", "To"])
     one_line_error(capsys, status, "--objective mlm", "generate needs a --objective clm run")
@@ -303,7 +308,7 @@ def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["generate", "--help"])
     text = capsys.readouterr().out
-    for option in ("--from", "--prompt", "--tokens", "--temperature", "--top-k", "--seed"):
+    for option in ("--from", "--prompt", "--tokens", "--temperature", "--top-k", "--top-p", "--seed"):
         assert option in text
     with pytest.raises(SystemExit):
         parser.parse_args(["--help"])

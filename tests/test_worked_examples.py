@@ -274,6 +274,8 @@ def test_gradient_descent_moves_against_the_gradient():
 
 def test_attention_over_a_single_key_returns_its_value():
     # Tutorial mistake: it wrote q.k = 0.34 and printed [0.28, 0.24, 0.27]; the output must be the value itself.
+    # (Notebook 02 shows the same example: [0.28, 0.24, 0.27] is not even a multiple of v, 0.28 / 0.7 = 0.4 but
+    # 0.24 / 0.8 = 0.3, so no weighting of the one value gives it.)
     # q.k = 0.1 * 0.4 + 0.2 * 0.5 + 0.3 * 0.6 = 0.04 + 0.10 + 0.18 = 0.32
     # softmax over one score: e^s / e^s = 1 exactly, so output = 1 * v = [0.7, 0.8, 0.9]
     query, key, value = tensor(0.1, 0.2, 0.3), tensor(0.4, 0.5, 0.6), tensor(0.7, 0.8, 0.9)
@@ -313,7 +315,8 @@ def test_adam_first_step_has_the_size_of_the_learning_rate(gradient, expected_st
 def test_gelu_at_zero_has_slope_one_half(gelu):
     # GELU(x) = x Phi(x): at 0, 0 * Phi(0) = 0 * 0.5 = 0.
     # slope Phi(x) + x phi(x): at 0, Phi(0) + 0 * phi(0) = 0.5 (half the slope of the identity)
-    # at -1: Phi(-1) - phi(-1) = 0.158655 - 0.241971 = -0.083316 (GELU still falls there: its dip is further left)
+    # at -1: Phi(-1) - phi(-1) = 0.158655 - 0.241971 = -0.083316 (GELU still falls there: its minimum lies to the
+    # right of -1, at x = -0.752, where the slope Phi(x) + x phi(x) crosses 0)
     x = tensor(0.0, -1.0).requires_grad_()
     y = gelu(x)
     assert y[0].item() == 0.0

@@ -13,7 +13,10 @@ Three objectives, each a pair of small functions for :func:`minipt.training.loop
   :math:`\mathcal{L} = \mathcal{L}_{\text{MLM}} + \mathcal{L}_{\text{NSP}}`.
 
 Validation loss is the token-weighted mean over the whole validation split (every target token counted once),
-and perplexity is :math:`e^{\text{val\_loss}}` (:func:`minipt.metrics.perplexity`).
+and perplexity is :math:`e^{\text{val\_loss}}` (:func:`minipt.metrics.perplexity`). For the masked objectives the
+validation loss and accuracy count the ``<mask>`` positions only (:func:`masked_lm_metrics`): at the 10% of chosen
+positions left unchanged the answer is in the input, so a loss over every chosen position flatters the model.
+That figure stays, as ``val_chosen_loss``, for comparison.
 
 :func:`pretrain` is the job behind ``minipt pretrain``; :func:`load_run` rebuilds a run's language model and
 tokenizer (for ``minipt generate`` and for finetuning). ``init_from`` continues the training of another run's model
@@ -31,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from minipt import functional as MF
 from minipt.data import (
     CORPORA,
     DataError,
@@ -80,6 +84,9 @@ __all__ = [
     "build_pretraining_model",
     "causal_lm_objective",
     "masked_lm_objective",
+    "masked_positions",
+    "masked_lm_scores",
+    "masked_lm_metrics",
     "masked_lm_nsp_objective",
     "pretrain",
     "load_run",
@@ -371,9 +378,66 @@ def mask_with(
     )
 
 
+def masked_positions(inputs: Tensor, targets: Tensor, mask_id: int) -> Tensor:
+    """The chosen positions that show ``<mask>`` ``(B, T)`` bool: there the input holds no trace of the answer.
+    (At a chosen position left unchanged the answer is in the input, and a model learns to copy it.)"""
+    return (targets != IGNORE_INDEX) & (inputs == mask_id)
+
+
+def masked_lm_scores(logits: Tensor, inputs: Tensor, targets: Tensor, mask_id: int) -> dict[str, float]:
+    r"""Sums for the masked-LM metrics of one batch: ``logits`` ``(B, T, V)``, ``inputs``, ``targets`` ``(B, T)``.
+
+    Over the ``<mask>`` positions :math:`M` (:func:`masked_positions`): ``masked_loss_sum``
+    :math:`\sum_{M} -\log p(x_{b,t})`, ``masked_correct`` (top-1 right) and ``masked_count`` :math:`|M|`; over every
+    chosen position: ``chosen_loss_sum`` and ``chosen_count``.
+    """
+    chosen = targets != IGNORE_INDEX  # (B, T)
+    masked = masked_positions(inputs, targets, mask_id)  # (B, T)
+    losses = MF.cross_entropy(logits[chosen].double(), targets[chosen], reduction="none")  # (n_chosen,)
+    on_mask = masked[chosen]  # (n_chosen,): which of the chosen show <mask>
+    right = logits[chosen].argmax(dim=-1) == targets[chosen]  # (n_chosen,)
+    return {
+        "masked_loss_sum": losses[on_mask].sum().item(),
+        "masked_correct": int(right[on_mask].sum()),
+        "masked_count": int(on_mask.sum()),
+        "chosen_loss_sum": losses.sum().item(),
+        "chosen_count": int(chosen.sum()),
+    }
+
+
+def masked_lm_metrics(totals: dict[str, float]) -> dict[str, float]:
+    """Summed :func:`masked_lm_scores` -> ``val_loss`` and ``val_accuracy`` on the ``<mask>`` positions only (the
+    honest masked-LM figures), their ``perplexity``, and ``val_chosen_loss``: every chosen position, including
+    those whose input shows the answer (kept for comparison, never for selection)."""
+    masked = max(totals["masked_count"], 1)
+    val_loss = totals["masked_loss_sum"] / masked
+    return {
+        "val_loss": val_loss,
+        "val_accuracy": totals["masked_correct"] / masked,
+        "perplexity": perplexity(val_loss),
+        "val_chosen_loss": totals["chosen_loss_sum"] / max(totals["chosen_count"], 1),
+    }
+
+
+def add_scores(totals: dict[str, float], scores: dict[str, float]) -> dict[str, float]:
+    """``totals + scores``, key by key (``totals`` may be empty)."""
+    return {name: totals.get(name, 0) + value for name, value in scores.items()}
+
+
+def masked_lm_validation(model: nn.Module, batches: list[tuple[Tensor, Tensor]], mask_id: int) -> dict[str, float]:
+    """:func:`masked_lm_metrics` over masked validation ``batches`` of ``(inputs, targets)`` ``(B, T)``."""
+    device = next(model.parameters()).device
+    totals: dict[str, float] = {}
+    for inputs, targets in batches:
+        logits, _ = model(inputs.to(device))  # (B, T, V)
+        totals = add_scores(totals, masked_lm_scores(logits, inputs.to(device), targets.to(device), mask_id))
+    return masked_lm_metrics(totals)
+
+
 def masked_lm_objective(train_ids: Tensor, val_ids: Tensor, config: PretrainConfig, tokenizer: Tokenizer) -> Objective:
-    """Masked-token prediction on random training windows. The validation windows are masked once, with their
-    own fixed seed, so every evaluation scores the same positions."""
+    """Masked-token prediction on random training windows (the loss over every chosen position). The validation
+    windows are masked once, with their own fixed seed, so every evaluation scores the same positions; validation
+    scores the ``<mask>`` positions only (:func:`masked_lm_metrics`)."""
     generator = torch.Generator().manual_seed(distributed.rank_seed(config.seed))  # each rank its own batches
     val_generator = torch.Generator().manual_seed(config.seed + 1)
     windows = validation_windows(config, val_ids)
@@ -382,7 +446,9 @@ def masked_lm_objective(train_ids: Tensor, val_ids: Tensor, config: PretrainConf
     def next_batch(index: int) -> tuple[Tensor, Tensor]:
         return masked_lm_batch(train_ids, config.batch_size, config.block_size, tokenizer, generator)
 
-    return Objective(next_batch, lm_loss, lambda model: lm_validation(model, val_batches), generator)
+    return Objective(
+        next_batch, lm_loss, lambda model: masked_lm_validation(model, val_batches, tokenizer.mask_id), generator
+    )
 
 
 def paragraphs_and_documents(text: str, paragraphs_per_document: int = 4) -> tuple[list[str], list[int]]:
@@ -414,8 +480,9 @@ def masked_lm_nsp_objective(train_text: str, val_text: str, config: PretrainConf
         \mathcal{L} = \mathcal{L}_{\text{MLM}} + \frac{1}{B}\sum_b -\log\operatorname{softmax}(z^{\text{NSP}}_b)_{y_b}
 
     The pairs are built once from the paragraphs of each part of the text (:func:`split_text`). Validation
-    reports ``val_mlm_loss`` (with its ``perplexity``), ``val_nsp_loss``, ``val_nsp_accuracy``, and ``val_loss``,
-    the sum of the two losses.
+    reports ``val_mlm_loss`` and ``val_mlm_accuracy`` on the ``<mask>`` positions only (with its ``perplexity``),
+    ``val_mlm_chosen_loss`` over every chosen position, ``val_nsp_loss``, ``val_nsp_accuracy``, and ``val_loss``,
+    the sum of the masked-only MLM loss and the NSP loss.
     """
     train_pairs = sentence_pairs(config, train_text, tokenizer, seed=config.seed)
     val_input_ids, val_attention_mask, val_is_next = sentence_pairs(config, val_text, tokenizer, seed=config.seed + 1)
@@ -447,18 +514,21 @@ def masked_lm_nsp_objective(train_text: str, val_text: str, config: PretrainConf
 
     def evaluate(model: MaskedLMWithNextSentenceHead) -> dict[str, float]:
         device = next(model.parameters()).device
-        mlm, nsp, correct = [], [], []
+        totals: dict[str, float] = {}
+        nsp, correct = [], []
         for batch in val_batches:
             inputs, targets, attention_mask, is_next = (tensor.to(device) for tensor in batch)
-            mlm_loss, nsp_loss, nsp_logits = losses(model, (inputs, targets, attention_mask, is_next))
-            mlm.append((mlm_loss.item(), int((targets != IGNORE_INDEX).sum())))
-            nsp.append((nsp_loss.item(), len(is_next)))
+            token_logits, nsp_logits = model(inputs, attention_mask)  # (B, T, V), (B, 2)
+            totals = add_scores(totals, masked_lm_scores(token_logits, inputs, targets, tokenizer.mask_id))
+            nsp.append((MF.cross_entropy(nsp_logits, is_next).item(), len(is_next)))
             correct.append((float((nsp_logits.argmax(dim=-1) == is_next).float().mean()), len(is_next)))
-        val_mlm_loss, val_nsp_loss = weighted_mean(mlm), weighted_mean(nsp)
+        mlm, val_nsp_loss = masked_lm_metrics(totals), weighted_mean(nsp)
         return {
-            "val_loss": val_mlm_loss + val_nsp_loss,
-            "val_mlm_loss": val_mlm_loss,
-            "perplexity": perplexity(val_mlm_loss),
+            "val_loss": mlm["val_loss"] + val_nsp_loss,
+            "val_mlm_loss": mlm["val_loss"],
+            "val_mlm_accuracy": mlm["val_accuracy"],
+            "perplexity": mlm["perplexity"],
+            "val_mlm_chosen_loss": mlm["val_chosen_loss"],
             "val_nsp_loss": val_nsp_loss,
             "val_nsp_accuracy": weighted_mean(correct),
         }

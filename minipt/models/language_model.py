@@ -5,7 +5,7 @@ they turn token ids into hidden states. Everything around that lives here, writt
 
 * :func:`cross_entropy` and :func:`language_model_loss` — the mean cross-entropy on the path a model's fast
   switch picks, and the next-token (or masked-token) loss;
-* :func:`next_token_probabilities` and :func:`sample_next_token` — temperature and top-k sampling;
+* :func:`next_token_probabilities` and :func:`sample_next_token` — temperature, top-k and top-p sampling;
 * :class:`LanguageModel` — the base class: ``features``, the lower/upper split at layer ``k`` (for the frozen
   cache), ``generate``, ``num_parameters`` and the shared argument checks.
 """
@@ -67,18 +67,25 @@ def language_model_loss(logits: Tensor, targets: Tensor, ignore_index: int = -10
     return cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), fast, ignore_index)
 
 
-def check_sampling_arguments(temperature: float, top_k: int | None, vocab_size: int) -> None:
-    """``temperature`` must be > 0 and ``top_k`` (when given) between 1 and ``vocab_size``."""
+def check_sampling_arguments(
+    temperature: float, top_k: int | None, vocab_size: int, top_p: float | None = None
+) -> None:
+    """``temperature`` must be > 0, ``top_k`` (when given) between 1 and ``vocab_size``, ``top_p`` (when given)
+    in ``(0, 1]``."""
     if not temperature > 0:  # NaN too
         raise ModelInputError(
             f"temperature must be > 0, got {temperature} (for greedy decoding use top_k=1 instead)"
         )
     if top_k is not None and not 1 <= top_k <= vocab_size:
         raise ModelInputError(f"top_k must be between 1 and the vocabulary size {vocab_size}, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:  # NaN too
+        raise ModelInputError(f"top_p must be in (0, 1] (1 keeps every token), got {top_p}")
 
 
-def next_token_probabilities(logits: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
-    r"""The distribution the next token is drawn from: temperature, then top-k, then softmax.
+def next_token_probabilities(
+    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> Tensor:
+    r"""The distribution the next token is drawn from: temperature, then top-k, then top-p, then softmax.
 
     .. math::
         p_i = \frac{e^{z_i / \tau}}{\sum_{j \in K} e^{z_j / \tau}} \ \text{ for } i \in K, \qquad p_i = 0
@@ -88,13 +95,24 @@ def next_token_probabilities(logits: Tensor, temperature: float = 1.0, top_k: in
     ``top_k`` is None; ties with the k-th largest are kept too). :math:`\tau < 1` sharpens the distribution,
     :math:`\tau > 1` flattens it; :math:`\tau = 0` would divide by zero (use ``top_k=1`` for greedy decoding).
 
+    ``top_p`` (nucleus sampling, Holtzman et al. 2020) then keeps the **smallest** set of most probable tokens
+    whose probability adds up to at least :math:`p`: a token stays when the tokens ranked above it hold less than
+    :math:`p` (the most probable always stays). Worked example: probabilities :math:`(0.5, 0.3, 0.15, 0.05)`,
+    :math:`p = 0.75`: the mass above each is :math:`(0, 0.5, 0.8, 0.95)`, so the first two stay and are
+    renormalised to :math:`(0.625, 0.375, 0, 0)`.
+
     Shapes: ``logits`` ``(B, V)``; output ``(B, V)``, rows summing to 1.
     """
-    check_sampling_arguments(temperature, top_k, vocab_size=logits.shape[-1])
+    check_sampling_arguments(temperature, top_k, vocab_size=logits.shape[-1], top_p=top_p)
     scaled = logits / temperature  # (B, V)
     if top_k is not None:
         kth_largest = scaled.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
         scaled = scaled.masked_fill(scaled < kth_largest, float("-inf"))
+    if top_p is not None:
+        ranked, order = MF.softmax(scaled, dim=-1).sort(dim=-1, descending=True)  # (B, V) each
+        mass_above = ranked.cumsum(dim=-1) - ranked  # (B, V): what the tokens ranked above hold
+        outside = (mass_above >= top_p).scatter(-1, order, mass_above >= top_p)  # (B, V), back in vocabulary order
+        scaled = scaled.masked_fill(outside, float("-inf"))
     return MF.softmax(scaled, dim=-1)  # (B, V)
 
 
@@ -104,6 +122,7 @@ def sample_next_token(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     suppress_tokens: Sequence[int] = (),
+    top_p: float | None = None,
 ) -> Tensor:
     r"""Draw one token per row from :func:`next_token_probabilities`. ``logits`` ``(B, V)`` -> ids ``(B, 1)``.
 
@@ -112,7 +131,7 @@ def sample_next_token(
     """
     if suppress_tokens:
         logits = logits.index_fill(-1, torch.tensor(list(suppress_tokens), device=logits.device), float("-inf"))
-    probabilities = next_token_probabilities(logits, temperature, top_k)  # (B, V)
+    probabilities = next_token_probabilities(logits, temperature, top_k, top_p)  # (B, V)
     return torch.multinomial(probabilities, num_samples=1, generator=generator)  # (B, 1)
 
 
@@ -200,6 +219,7 @@ class LanguageModel(nn.Module):
         generator: torch.Generator | None = None,
         suppress_tokens: Sequence[int] = (),
         on_token: Callable[[Tensor], None] | None = None,
+        top_p: float | None = None,
     ) -> Tensor:
         """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` sampled tokens -> ``(B, T + max_new_tokens)``; the ids in
         ``suppress_tokens`` are never sampled. ``on_token(ids)`` is called with each step's draw ``(B, 1)`` as it
@@ -216,12 +236,14 @@ class LanguageModel(nn.Module):
                 "trained to fill in masked tokens, not to continue text"
             )
         self._check_idx(idx)
-        check_sampling_arguments(temperature, top_k, self.vocab_size)
+        check_sampling_arguments(temperature, top_k, self.vocab_size, top_p)
         with evaluation_mode(self):
             state, new_tokens = None, idx  # the whole prompt first, then one token per step
             for _ in range(max_new_tokens):
                 logits, state = self._next_token_logits(idx, new_tokens, state)  # (B, V)
-                new_tokens = sample_next_token(logits, temperature, top_k, generator, suppress_tokens)  # (B, 1)
+                new_tokens = sample_next_token(
+                    logits, temperature, top_k, generator, suppress_tokens, top_p
+                )  # (B, 1)
                 idx = torch.cat([idx, new_tokens], dim=1)
                 if on_token is not None:
                     on_token(new_tokens)
