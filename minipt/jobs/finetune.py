@@ -425,7 +425,8 @@ def write_run_files(run_dir: Path, config: FinetuneConfig, tokenizer: Tokenizer,
 
 
 def finetune(
-    config: FinetuneConfig, run_dir: str | Path, progress: bool = True, verbose: bool = True, resume: bool = False
+    config: FinetuneConfig, run_dir: str | Path, progress: bool = True, verbose: bool = True, resume: bool = False,
+    score_test: bool = True,
 ) -> dict:
     """Finetune ``config.from_run``'s model on ``config.task`` into ``run_dir``; returns the summary dict.
 
@@ -434,16 +435,17 @@ def finetune(
     with its saved settings (``config`` then only supplies ``device`` and ``threads``). A new run that fails or
     is interrupted before its first ``last.pt`` leaves no folder (:func:`minipt.runs.folder.new_run_dir`).
     Under torchrun the ranks share each epoch's examples, rank 0 writes the run, and every rank returns rank 0's
-    summary.
+    summary. ``score_test=False`` leaves the test split unread (a candidate of a selection on validation; the
+    chosen one is scored afterwards with :func:`evaluate_run`): the summary then holds validation numbers only.
     """
     run_dir = Path(run_dir)
     if resume:
         config = resumed_config(config, run_dir)
         config.check()
-        return finetune_run(config, run_dir, progress, verbose, resume=True)
+        return finetune_run(config, run_dir, progress, verbose, resume=True, score_test=score_test)
     config.check()  # the settings and the device, before anything is written
     with new_run_dir(run_dir):
-        return finetune_run(config, run_dir, progress, verbose, resume=False)
+        return finetune_run(config, run_dir, progress, verbose, resume=False, score_test=score_test)
 
 
 def resumed_config(config: FinetuneConfig, run_dir: Path) -> FinetuneConfig:
@@ -460,7 +462,8 @@ def resumed_config(config: FinetuneConfig, run_dir: Path) -> FinetuneConfig:
     return FinetuneConfig(**{**saved["finetune"], "device": config.device, "threads": config.threads})
 
 
-def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose: bool, resume: bool) -> dict:
+def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose: bool, resume: bool,
+                 score_test: bool = True) -> dict:
     """The body of :func:`finetune`: backbone, task, classifier, strategy, the training loop, the test split."""
     distributed.barrier()  # under torchrun: every rank checked the folder before rank 0 writes into it
     distributed.log_global_batch(config.batch_size, 1, "examples")
@@ -498,7 +501,7 @@ def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose:
     if config.strategy == "gradual":
         strategies.freeze(model, 0)  # count what trained by the end of the schedule
     trainable_params = model.num_parameters(trainable_only=True)
-    test = score_best_checkpoint(model, run_dir, data, config.task)
+    test = score_best_checkpoint(model, run_dir, data, config.task) if score_test else None
     summary = {
         **summary_of(result, run_dir, data, test, config),
         "trainable_params": trainable_params,
@@ -520,11 +523,13 @@ def score_best_checkpoint(model: SequenceClassifier, run_dir: Path, data: Finetu
     return test
 
 
-def summary_of(result: TrainResult, run_dir: Path, data: FinetuneData, test: dict, config: FinetuneConfig) -> dict:
-    """The run's outcome: the best validation numbers (and their step), the test numbers, the baseline."""
+def summary_of(result: TrainResult, run_dir: Path, data: FinetuneData, test: dict | None,
+               config: FinetuneConfig) -> dict:
+    """The run's outcome: the best validation numbers (and their step), the test numbers and the baseline (none
+    of the test's when ``test`` is None)."""
     evaluations = {record["step"]: record for record in read_metrics(run_dir / "metrics.jsonl")}
     best_evaluation = evaluations.get(result.best_step, {})
-    return {
+    outcome = {
         "task": data.task.name,
         "labels": data.task.labels,
         "train_examples": len(data.train_examples),
@@ -533,12 +538,13 @@ def summary_of(result: TrainResult, run_dir: Path, data: FinetuneData, test: dic
         "best_step": result.best_step,
         "steps": result.step,
         "stopped_early": result.stopped_early,
-        "test_accuracy": test["accuracy"],
-        "test_macro_f1": test["macro_f1"],
-        "test_examples": len(data.task.test),
-        "majority_baseline": majority_baseline(data.task, train=data.train_examples),
         "settings": asdict(config),
     }
+    if test is None:
+        return outcome
+    return {**outcome, "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+            "test_examples": len(data.task.test),
+            "majority_baseline": majority_baseline(data.task, train=data.train_examples)}
 
 
 def write_test_report(run_dir: Path, metrics: dict, labels: list[str], title: str) -> str:
