@@ -312,7 +312,8 @@ def report_rows(finetuned: dict[str, dict], baselines: dict, plan: DemoPlan) -> 
 
 def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     """Check the task, then run every seed and write ``out/report.md`` and ``out/report.png``. Returns
-    ``{"seeds": [per-seed results], "rows": [...], "report": text}`` (``rows``: the one seed's, or the means)."""
+    ``{"seeds": [per-seed results], "rows": [...], "report": text, "context": {task, split, corpus}}`` (``rows``:
+    the one seed's, or the means)."""
     config.check()
     task = load_demo_task(config)
     with new_run_dir(config.out) as out:  # removed again if stopped before any run saved a last.pt
@@ -343,25 +344,26 @@ def demo_runs(config: DemoConfig, task: LabelledData, out: Path, progress: bool)
         results.append(result)
     if config.seeds == 1:
         print(report, flush=True)
-        return {"seeds": results, "rows": results[0]["rows"], "report": report}
+        return {"seeds": results, "rows": results[0]["rows"], "report": report, "context": context}
     report, summary = format_seeds_report(results, demo_plan(config, config.seed, corpus), context,
                                           time.perf_counter() - start)
     (out / "report.md").write_text(report, encoding="utf-8")
     plot_demo_report(summary, results[0]["curves"], out / "report.png")
     print(report, flush=True)
-    return {"seeds": results, "rows": summary, "report": report}
+    return {"seeds": results, "rows": summary, "report": report, "context": context}
 
 
 def setting_lines(plan: DemoPlan, context: dict, corpus_tokens: int) -> list[str]:
     """What was run, for the report: the task and its split, the corpus and its size, and every setting."""
     transformer, gru, frozen = plan.transformer, plan.gru, plan.frozen
+    tokenizer = f"BPE {transformer.bpe_vocab_size}" if transformer.tokenizer == "bpe" else "character"
     return [
         f"Task: `{context['task']}`, split: {context['split']}; {plan.labels} labelled training examples (a "
         f"stratified sample per seed), validation: up to {frozen.val_examples} examples (stratified). Macro-F1 is the "
         "score to read: every class counts alike, however rare.",
         "",
-        f"Pretraining text: {context['corpus']}; {corpus_tokens:,} tokens of its own {transformer.tokenizer.upper()} "
-        f"{transformer.bpe_vocab_size} tokenizer (90% trained on, 10% validation). Next-token prediction, "
+        f"Pretraining text: {context['corpus']}; {corpus_tokens:,} tokens of its own {tokenizer} tokenizer (90% "
+        "trained on, 10% validation). Next-token prediction, "
         f"{transformer.batch_size} x {transformer.block_size} tokens per step: the Transformer "
         f"({transformer.n_layers} layers, width {transformer.d_model}) {transformer.steps} steps at peak lr "
         f"{transformer.lr:g}, the GRU ({gru.n_layers} layers, hidden {gru.hidden_size}) {gru.steps} steps at "
