@@ -52,8 +52,8 @@ def cell(task: str, run: Path, labels: int, seed: int, work: Path) -> dict:
     train = select_train_examples(data.train, labels, seed)
     validation = select_train_examples(data.validation, config.val_examples, seed)
     tfidf = tfidf_baseline(train, validation, data.test, data.labels, seed=seed)
-    return {"frozen": frozen["test_macro_f1"], "frozen_lr": frozen["lr"], "tfidf": tfidf["test_macro_f1"],
-            "tfidf_c": tfidf["c"]}
+    return {"frozen": frozen["test_macro_f1"], "frozen_val": frozen["best_val_macro_f1"], "frozen_lr": frozen["lr"],
+            "tfidf": tfidf["test_macro_f1"], "tfidf_val": tfidf["best_val_macro_f1"], "tfidf_c": tfidf["c"]}
 
 
 def summary(results: dict, task: str, source: str, labels: int) -> dict | None:
