@@ -109,7 +109,8 @@ def plot(results: dict, args: argparse.Namespace, path: Path) -> None:
     axes.set_ylabel("pretrained + frozen − TF-IDF (macro-F1 points)")
     axes.set_title("When pretraining a small model pays (95% intervals over seeds)")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    if axes.lines:
+        axes.legend(fontsize=8)
     figure.savefig(path, dpi=120, bbox_inches="tight")
 
 
