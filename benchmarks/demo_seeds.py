@@ -1,115 +1,73 @@
-"""The whole ``minipt demo`` for several seeds: mean ± spread of every row, and the demo's targets checked.
+"""``minipt demo`` over seeds on one task, a seed at a time: a thin caller of :mod:`minipt.jobs.demo`.
 
-Run ``python benchmarks/demo_seeds.py`` on a quiet machine (about 6 minutes a seed): prints a table, writes
-``benchmarks/demo_seeds.json`` (every seed's rows and phase times), ``benchmarks/demo_seeds.png`` (the demo's
-picture with the spread over seeds) and the ``demo_seeds`` section of ``benchmarks/RESULTS.md``.
+    python benchmarks/demo_seeds.py                                       # the built-in task, seeds 0, 1, 2
+    python benchmarks/demo_seeds.py --task ../shared/data/outside/tweets.tsv --name tweets
 
-Each seed changes everything random: the pretraining runs' initialisation and batches, the 200 labelled speeches,
-the finetuning runs and the baselines. The targets, in test macro-F1: the pretrained Transformer with frozen
-lower layers at least 8 points above the same Transformer from scratch and 5 above bag-of-words; the pretrained
-GRU with frozen lower layers at least 3 above the Transformer from scratch.
+Each seed is one ``minipt demo --seed S`` (its own pretraining, labels and finetuning), saved to
+``benchmarks/demo_seeds_<name>.json`` as soon as it finishes, so an interrupted series keeps its finished seeds and
+``--render`` rebuilds the report from them. The report over the seeds (mean ± std per row, paired differences with
+95% t-intervals) is :func:`minipt.jobs.demo.format_seeds_report`'s, the same as ``minipt demo --seeds N`` prints;
+it goes to the ``demo_seeds_<name>`` section of ``benchmarks/RESULTS.md`` and ``benchmarks/demo_seeds_<name>.png``.
+Test accuracies are deterministic per seed on the CPU; wall times are only as good as the machine was quiet.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 from pathlib import Path
 
 from results import machine_line, write_section
 
-from minipt.jobs.demo import DemoConfig, run_demo
-from minipt.plots import plot_demo_report, read_metrics
+from minipt.jobs.demo import TASK, DemoConfig, demo_plan, format_seeds_report, run_demo
+from minipt.plots import plot_demo_report
 
 HERE = Path(__file__).resolve().parent
-RESULTS_FILE = HERE / "demo_seeds.json"
-
-
-def mean_and_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def summarise(runs: dict[str, dict]) -> list[dict]:
-    """One row per demo row: the mean and spread of each number over the seeds."""
-    names = [row["name"] for row in next(iter(runs.values()))["rows"]]
-    summary = []
-    for index, name in enumerate(names):
-        per_seed = [run["rows"][index] for run in runs.values()]
-        row = {"name": name, "seeds": len(per_seed)}
-        for key in ("test_accuracy", "test_macro_f1", "wall_seconds", "trainable_params"):
-            row[key], row[f"{key}_std"] = mean_and_std([r[key] for r in per_seed])
-        summary.append(row)
-    return summary
-
-
-def targets(summary: list[dict]) -> list[str]:
-    """The demo's targets, each with its measured distance."""
-    transformer, gru, scratch, bag = (summary[index]["test_macro_f1"] for index in range(4))  # the demo's rows
-    checks = [("pretrained + frozen Transformer - scratch", transformer - scratch, 0.08),
-              ("pretrained + frozen Transformer - bag-of-words", transformer - bag, 0.05),
-              ("pretrained + frozen GRU - scratch", gru - scratch, 0.03)]
-    return [f"| {what} | {100 * gap:+.1f} points | >= +{100 * need:.0f} | {'met' if gap >= need else 'MISSED'} |"
-            for what, gap, need in checks]
-
-
-def markdown(runs: dict[str, dict], summary: list[dict], args: argparse.Namespace) -> str:
-    totals = [sum(run["phases"].values()) for run in runs.values()]
-    phase_names = list(next(iter(runs.values()))["phases"])
-    lines = [
-        "## The demo over seeds (benchmarks/demo_seeds.py)",
-        "",
-        f"`minipt demo --minutes {args.minutes:g} --seed S` for S in {', '.join(runs)}; mean ± sample std over "
-        f"the seeds. {machine_line()} Quiet: {'yes' if args.quiet_machine == 'yes' else 'no, other jobs ran'}.",
-        "",
-        "| row | test accuracy | test macro-F1 | trainable params | wall time (s) |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for row in summary:
-        lines.append(f"| {row['name']} | {row['test_accuracy']:.3f} ± {row['test_accuracy_std']:.3f} | "
-                     f"{row['test_macro_f1']:.3f} ± {row['test_macro_f1_std']:.3f} | {row['trainable_params']:,.0f} | "
-                     f"{row['wall_seconds']:.1f} |")
-    lines += ["", "| target (test macro-F1) | measured | target | |", "| --- | ---: | ---: | --- |", *targets(summary)]
-    lines += ["", "| phase | " + " | ".join(f"seed {seed} (s)" for seed in runs) + " |",
-              "| --- |" + " ---: |" * len(runs)]
-    for name in phase_names:
-        lines.append(f"| {name} | " + " | ".join(f"{run['phases'][name]:.1f}" for run in runs.values()) + " |")
-    lines.append("| total | " + " | ".join(f"{total:.1f}" for total in totals) + " |")
-    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default=TASK)
+    parser.add_argument("--name", default="", help="names the outputs (default: the task's file stem)")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--labels", type=int, default=DemoConfig.labels)
     parser.add_argument("--minutes", type=float, default=DemoConfig.minutes)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--quiet-machine", choices=["yes", "no"], default="yes")
     parser.add_argument("--keep", default=None, help="folder to keep the demo runs in (default: a temporary one)")
     parser.add_argument("--tiny", action="store_true", help="tiny models, to check this script (writes nothing)")
-    parser.add_argument("--render", action="store_true", help="only rewrite the table and plot from the saved runs")
+    parser.add_argument("--render", action="store_true", help="only rewrite the report from the saved seeds")
     args = parser.parse_args()
-    runs = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() and not args.tiny else {}
-    runs = {seed: run for seed, run in runs.items() if run.get("minutes") == args.minutes}
+    name = args.name or Path(args.task).stem
+    results_file = HERE / f"demo_seeds_{name}.json"
+    saved = json.loads(results_file.read_text()) if results_file.exists() and not args.tiny else {}
+    settings = {"task": args.task, "labels": args.labels, "minutes": args.minutes}
+    runs = {seed: run for seed, run in saved.get("runs", {}).items() if saved.get("settings") == settings}
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(args.keep or temporary)
         for seed in [] if args.render else args.seeds.split(","):
-            config = DemoConfig(out=str(work / f"seed{seed}"), minutes=args.minutes, seed=int(seed),
-                                threads=args.threads, device="cpu", tiny=args.tiny)
+            config = DemoConfig(out=str(work / f"{name}-seed{seed}"), task=args.task, labels=args.labels,
+                                minutes=args.minutes, seed=int(seed), threads=args.threads, device="cpu",
+                                tiny=args.tiny)
             result = run_demo(config, progress=False)
-            curves = {label: read_metrics(work / f"seed{seed}" / f"pretrain-{name}" / "metrics.jsonl")
-                      for label, name in (("Transformer", "transformer"), ("GRU", "gru"))}
-            runs[seed] = {"minutes": args.minutes, "rows": result["rows"], "phases": result["phases"],
-                          "curves": curves}
+            runs[seed] = {**result["seeds"][0], "context": result["context"]}
             if not args.tiny:
-                RESULTS_FILE.write_text(json.dumps(runs, indent=1) + "\n", encoding="utf-8")
-    summary = summarise(runs)
-    text = markdown(runs, summary, args)
+                results_file.write_text(json.dumps({"settings": settings, "runs": runs}, indent=1) + "\n",
+                                        encoding="utf-8")
+    results = [runs[seed] for seed in sorted(runs, key=int)]
+    config = DemoConfig(task=args.task, labels=args.labels, minutes=args.minutes, tiny=args.tiny)
+    plan = demo_plan(config, results[0]["seed"], "")
+    total = sum(sum(result["phases"].values()) for result in results)
+    report, summary = format_seeds_report(results, plan, results[0]["context"], total)
+    quiet = "yes" if args.quiet_machine == "yes" else "NO, other jobs ran: the wall times are not a quiet machine's"
+    text = (f"## The demo over seeds on `{name}` (benchmarks/demo_seeds.py)\n\n"
+            f"`minipt demo --task {args.task} --labels {args.labels} --minutes {args.minutes:g} --seed S`. "
+            f"{machine_line()} Quiet: {quiet}.\n\n" + report.split("\n", 2)[2])
     print(text)
     if not args.tiny:
-        plot_demo_report(summary, next(iter(runs.values()))["curves"], HERE / "demo_seeds.png")
-        write_section("demo_seeds", text)
+        plot_demo_report(summary, results[0]["curves"], HERE / f"demo_seeds_{name}.png")
+        write_section(f"demo_seeds_{name}", text)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ few-label subset per seed) and the same number of finetuning epochs:
 * ``freeze{k}`` — pretrained, embedding and the lowest k layers frozen (k = 1 .. n_layers - 1);
 * ``full``      — pretrained, nothing frozen;
 * ``gradual``   — ULMFiT's gradual unfreezing; ``discriminative`` — per-layer learning rates;
-* ``bow``       — a bag-of-words logistic regression (word presence, softmax regression trained with AdamW);
+* ``tfidf``     — TF-IDF word + character n-grams and a class-balanced logistic regression, C chosen on validation
+  (:mod:`minipt.jobs.baselines`);
 * ``majority``  — always the most frequent training label.
 
 Models: ``transformer-clm`` (next-token pretraining), ``transformer-mlm`` (masked-LM pretraining, bidirectional) and
@@ -33,20 +34,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 from results import machine_line, write_section
 
-from minipt import functional as MF
 from minipt.data import load_task
-from minipt.jobs.baselines import bag_of_words, words
+from minipt.jobs.baselines import tfidf_baseline
 from minipt.jobs.finetune import FinetuneConfig, finetune, majority_baseline, select_train_examples
 from minipt.jobs.pretrain import PretrainConfig, pretrain
-from minipt.metrics import accuracy, confusion_matrix, macro_f1
-from minipt.optim import AdamW
 from minipt.plots import plot_sample_efficiency
 from minipt.runs.folder import write_json
 
@@ -63,46 +59,16 @@ MODELS = {  # name -> pretraining settings (everything else: PretrainConfig's de
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The bag-of-words baseline
+# The classical baseline
 # ----------------------------------------------------------------------------------------------------------
 
-def bow_logistic_regression(data, train_examples: list, seed: int, steps: int = 300) -> dict:
-    r"""Softmax regression on bag-of-words features, :math:`p(y \mid x) = \operatorname{softmax}(W x + b)`,
-    trained full-batch with AdamW (weight decay 0.01) for ``steps`` steps; the step with the best validation
-    accuracy (checked every 10) is the one scored on the test split."""
-    torch.manual_seed(seed)
-    vocabulary = {}
-    for text, _ in train_examples:
-        for word in words(text):
-            vocabulary.setdefault(word, len(vocabulary))
-
-    def tensors(examples):
-        x = bag_of_words([text for text, _ in examples], vocabulary)  # (N, V)
-        return x, torch.tensor([data.labels.index(label) for _, label in examples])  # (N,)
-
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = map(tensors, (train_examples, data.validation, data.test))
-    linear = torch.nn.Linear(len(vocabulary), len(data.labels))
-    optimizer = AdamW(linear.parameters(), lr=0.05, weight_decay=0.01)
-    best_accuracy, best_state = -1.0, None
-    start = time.perf_counter()
-    for step in range(steps):
-        loss = MF.cross_entropy(linear(x_train), y_train)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 10 == 9:
-            with torch.no_grad():
-                val_accuracy = accuracy(linear(x_val).argmax(dim=-1), y_val)
-            if val_accuracy > best_accuracy:
-                best_accuracy, best_state = val_accuracy, {k: v.clone() for k, v in linear.state_dict().items()}
-    linear.load_state_dict(best_state)
-    with torch.no_grad():
-        predictions = linear(x_test).argmax(dim=-1)
-    wall = time.perf_counter() - start
-    return {"test_accuracy": accuracy(predictions, y_test),
-            "test_macro_f1": macro_f1(confusion_matrix(predictions, y_test, len(data.labels))),
-            "trainable_params": sum(p.numel() for p in linear.parameters()), "wall_seconds": wall,
-            "seconds_per_step": wall / steps, "best_val_accuracy": best_accuracy}
+def tfidf_row(data, train_examples: list, seed: int, val_examples: int) -> dict:
+    """The TF-IDF + logistic-regression baseline (:func:`minipt.jobs.baselines.tfidf_baseline`, C chosen on the
+    same validation examples the finetuning rows select on), scored once on the test split."""
+    validation = select_train_examples(data.validation, val_examples, seed)
+    result = tfidf_baseline(train_examples, validation, data.test, data.labels, seed=seed)
+    return {**{key: result[key] for key in ("test_accuracy", "test_macro_f1", "trainable_params", "wall_seconds",
+                                            "best_val_macro_f1", "c")}, "seconds_per_step": 0.0}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -146,8 +112,8 @@ def run_row(key: str, task: str, model: str, row: str, size: int, seed: int, arg
         baseline = majority_baseline(data, train=train_examples)
         return {"test_accuracy": baseline["accuracy"], "test_macro_f1": baseline["macro_f1"], "trainable_params": 0,
                 "wall_seconds": 0.0, "seconds_per_step": 0.0}
-    if row == "bow":
-        return bow_logistic_regression(data, train_examples, seed)
+    if row == "tfidf":
+        return tfidf_row(data, train_examples, seed, args.val_examples)
     base = FinetuneConfig(from_run=str(pretrained_run(model, args.pretrain_steps, work)), task=task,
                           epochs=args.epochs, lr=args.lr, batch_size=32, pooling=args.pooling, train_examples=size,
                           val_examples=args.val_examples, balanced=args.balanced, select=args.select, seed=seed,
@@ -177,7 +143,7 @@ def grouped(results: dict) -> dict[tuple, list[dict]]:
     model: their model is ``"-"``, and a seed measured under several models counts once."""
     groups: dict[tuple, list[dict]] = {}
     for entry in results.values():
-        baseline = entry["row"] in ("bow", "majority")
+        baseline = entry["row"] in ("tfidf", "majority")
         model = "-" if baseline else entry["model"]
         key = (entry["task"], model, entry.get("variant", ""), entry["row"], entry["size"])
         group = groups.setdefault(key, [])
@@ -198,13 +164,14 @@ def variant(settings: str, args: argparse.Namespace) -> str | None:
     return " ".join(differing)
 
 
-ROW_ORDER = ["majority", "bow", "scratch", "head", "freeze1", "freeze2", "freeze3", "full", "gradual", "discriminative"]
+ROW_ORDER = ["majority", "tfidf", "scratch", "head", "freeze1", "freeze2", "freeze3", "full", "gradual",
+             "discriminative"]
 
 
 def table_order(item: tuple) -> tuple:
     """Sort key of a group: task, the baselines first, then model and variant, row in ROW_ORDER, labels."""
     (task, model, varied, row, size), _ = item
-    baseline = row in ("majority", "bow")
+    baseline = row in ("majority", "tfidf")
     rank = ROW_ORDER.index(row) if row in ROW_ORDER else len(ROW_ORDER)
     return (task, not baseline, "" if baseline else model, varied, size or float("inf"), rank)
 
@@ -241,15 +208,15 @@ def curve_label(row: str, pretrain_steps: int) -> str:
     """The legend entry of a row in the sample-efficiency plots."""
     if row == "scratch":
         return "from scratch"
-    if row == "bow":
-        return "bag-of-words logistic regression"
+    if row == "tfidf":
+        return "TF-IDF logistic regression"
     return f"pretrained {pretrain_steps} steps, {ROW_DESCRIPTIONS.get(row, row)}"
 
 
 def plot_curve(results: dict, args) -> None:
     """Test accuracy (``sample_efficiency.png``) and macro-F1 (``sample_efficiency_macro_f1.png``) against the
     number of labels for the first task and model: rows ``--curve-rows`` (of every pretraining length measured
-    with these finetuning settings) and bag-of-words, where a row has >= 2 sizes; the majority class is a dashed
+    with these finetuning settings) and the TF-IDF baseline, where a row has >= 2 sizes; the majority class is a dashed
     line. The scratch control does not depend on the pretraining length (same tokenizer and architecture)."""
     task, model = args.tasks.split(",")[0], args.models.split(",")[0]
     n_train = len(load_task(task).train)
@@ -261,7 +228,7 @@ def plot_curve(results: dict, args) -> None:
             if t != task or m not in (model, "-") or varied.startswith("lr") or " " in varied:
                 continue
             steps = int(varied[1:]) if varied else args.pretrain_steps
-            if row in args.curve_rows.split(",") or row == "bow":
+            if row in args.curve_rows.split(",") or row == "tfidf":
                 curve = curves.setdefault(curve_label(row, steps), {})
                 curve.setdefault(size or n_train, mean_and_spread([e[metric] for e in entries]))
             if row == "majority":
@@ -283,7 +250,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="The finetuning experiment (see the module docstring).")
     parser.add_argument("--tasks", default="shakespeare-verse")
     parser.add_argument("--models", default="transformer-clm", help=f"comma-separated, of {', '.join(MODELS)}")
-    parser.add_argument("--rows", default="majority,bow,scratch,head,freeze1,freeze2,freeze3,full,gradual,"
+    parser.add_argument("--rows", default="majority,tfidf,scratch,head,freeze1,freeze2,freeze3,full,gradual,"
                         "discriminative")
     parser.add_argument("--sizes", default="200", help="labelled examples per row, comma-separated; 'all' = all")
     parser.add_argument("--seeds", default="0,1,2")
@@ -324,7 +291,7 @@ def main() -> None:
     current = {}  # this run's settings, and the variants in pretraining steps or learning rate
     for key, entry in results.items():
         if (varied := variant(entry["settings"], args)) is not None:
-            current[key] = {**entry, "variant": "" if entry["row"] in ("bow", "majority") else varied}
+            current[key] = {**entry, "variant": "" if entry["row"] in ("tfidf", "majority") else varied}
     markdown = markdown_table(current, args)
     write_section("finetune", markdown)
     plot_curve(current, args)

@@ -13,7 +13,7 @@ DOC = PACKAGE.parent / "docs" / "architecture.md"
 # the layer of each top-level module or folder, lowest first (the table in docs/architecture.md)
 LAYERS = {
     "errors": 0, "exercises": 0,
-    "functional": 1, "metrics": 1, "plots": 1,
+    "functional": 1, "metrics": 1, "plots": 1, "stats": 1,
     "fast": 2,
     "nn": 3, "optim": 3,
     "models": 4,

@@ -496,6 +496,7 @@ def write_run_files(run_dir: Path, config: FinetuneConfig, tokenizer: Tokenizer,
 def finetune(
     config: FinetuneConfig, run_dir: str | Path, progress: bool = True, verbose: bool = True, resume: bool = False,
     on_start: Callable[[], None] | None = None,
+    score_test: bool = True,
 ) -> dict:
     """Finetune ``config.from_run``'s model on ``config.task`` into ``run_dir``; returns the summary dict.
 
@@ -507,7 +508,9 @@ def finetune(
     Under torchrun the ranks share each epoch's examples, rank 0 writes the run, and every rank returns rank 0's
     summary. The run records its labelled file and ``--from`` run as absolute paths, so it continues and is
     evaluated from any working directory. ``on_start()`` is called once the run really starts (its backbone, data
-    and folder are ready; the command line prints "writing the run into RUN" there).
+    and folder are ready; the command line prints "writing the run into RUN" there). ``score_test=False`` leaves
+    the test split unread (a candidate of a selection on validation; the chosen one is scored afterwards with
+    :func:`evaluate_run`): the summary then holds validation numbers only.
     """
     run_dir = Path(run_dir)
     with interrupts.in_run(run_dir, "finetune"):  # Ctrl-C: the message says what this run saved
@@ -515,11 +518,14 @@ def finetune(
             with distributed.on_main(lambda: lock_run(run_dir)):  # one process per run
                 config = resumed_config(config, run_dir)
                 config.check()
-                return finetune_run(config, run_dir, progress, verbose, resume=True, on_start=on_start)
+                return finetune_run(config, run_dir, progress, verbose, resume=True, on_start=on_start,
+                                    score_test=score_test)
         config.check()  # the settings and the device, before anything is written
         config = replace(config, task=absolute_path(config.task, TASKS), from_run=absolute_source(config.from_run))
         with distributed.on_main(lambda: new_run_dir(run_dir)):  # checked and locked by rank 0
-            return finetune_run(config, run_dir, progress, verbose, resume=False, on_start=on_start)
+            return finetune_run(config, run_dir, progress, verbose, resume=False, on_start=on_start,
+                                score_test=score_test)
+
 
 def absolute_source(from_run: str) -> str:
     """``--from`` as a run records it: an absolute run folder, or ``hf-gpt2:`` / ``hf-bert:`` and an absolute
@@ -580,7 +586,7 @@ def check_finetune_sections(saved: dict, path: Path) -> FinetuneConfig:
 
 
 def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose: bool, resume: bool,
-                 on_start: Callable[[], None] | None = None) -> dict:
+                 on_start: Callable[[], None] | None = None, score_test: bool = True) -> dict:
     """The body of :func:`finetune`: backbone, task, classifier, strategy, the training loop, the test split."""
     distributed.barrier()  # under torchrun: every rank checked the folder before rank 0 writes into it
     distributed.log_global_batch(config.batch_size, 1, "examples")
@@ -623,7 +629,7 @@ def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose:
         strategies.freeze(model, 0)  # count what trained by the end of the schedule
     trainable_params = model.num_parameters(trainable_only=True)
     with interrupts.after_training():  # Ctrl-C now keeps best.pt and last.pt: --resume scores the test split
-        test = score_best_checkpoint(model, run_dir, data, config.task)
+        test = score_best_checkpoint(model, run_dir, data, config.task) if score_test else None
         summary = {
             **summary_of(result, run_dir, data, test, config),
             "trainable_params": trainable_params,
@@ -645,11 +651,13 @@ def score_best_checkpoint(model: SequenceClassifier, run_dir: Path, data: Finetu
     return test
 
 
-def summary_of(result: TrainResult, run_dir: Path, data: FinetuneData, test: dict, config: FinetuneConfig) -> dict:
-    """The run's outcome: the best validation numbers (and their step), the test numbers, the baseline."""
+def summary_of(result: TrainResult, run_dir: Path, data: FinetuneData, test: dict | None,
+               config: FinetuneConfig) -> dict:
+    """The run's outcome: the best validation numbers (and their step), the test numbers and the baseline (none
+    of the test's when ``test`` is None)."""
     evaluations = {record["step"]: record for record in read_metrics(run_dir / "metrics.jsonl")}
     best_evaluation = evaluations.get(result.best_step, {})
-    return {
+    outcome = {
         "task": data.task.name,
         "labels": data.task.labels,
         "train_examples": len(data.train_examples),
@@ -658,12 +666,13 @@ def summary_of(result: TrainResult, run_dir: Path, data: FinetuneData, test: dic
         "best_step": result.best_step,
         "steps": result.step,
         "stopped_early": result.stopped_early,
-        "test_accuracy": test["accuracy"],
-        "test_macro_f1": test["macro_f1"],
-        "test_examples": len(data.task.test),
-        "majority_baseline": majority_baseline(data.task, train=data.train_examples),
         "settings": asdict(config),
     }
+    if test is None:
+        return outcome
+    return {**outcome, "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+            "test_examples": len(data.task.test),
+            "majority_baseline": majority_baseline(data.task, train=data.train_examples)}
 
 
 def write_test_report(run_dir: Path, metrics: dict, labels: list[str], title: str) -> str:
