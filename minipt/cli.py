@@ -502,7 +502,8 @@ def interrupted_message(stop: interrupts.Interrupted) -> str:
 
 
 def report(line: str) -> None:
-    """Print ``line`` on stderr; under torchrun only rank 0 does (every rank meets the same mistake)."""
+    """Print ``line`` on stderr; under torchrun only rank 0 does (every rank meets the same mistake, or the same
+    Ctrl-C)."""
     if int(os.environ.get("WORLD_SIZE", "1")) == 1 or os.environ.get("RANK", "0") == "0":
         print(line, file=sys.stderr, flush=True)
 
@@ -530,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         report(f"{command}: {message}")
         return stop.exit_status
     except (TrainingDivergedError, RankLostError) as error:  # first: MiniptErrors too, but the job failed
-        report(f"{command}: error: {error}")
+        print(f"{command}: error: {error}", file=sys.stderr)  # every rank: each tells what it met
         return EXIT_FAILED
     except ValueError as error:  # every minipt input error is a MiniptError (a ValueError), one line long
         report(f"{command}: error: {error}")
