@@ -31,7 +31,7 @@ from pathlib import Path
 
 from minipt import __version__
 from minipt.errors import MiniptError, RankLostError, TrainingDivergedError
-from minipt.runs.settings import MAX_SEED, flag, read_settings_file
+from minipt.runs.settings import DEVICES, MAX_SEED, flag, read_settings_file
 from minipt.training import interrupts
 
 EXIT_USAGE = 2  # a user mistake: bad flag, missing file, bad config
@@ -179,7 +179,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
         help="sample among the most likely tokens that together hold probability p, 0 < p <= 1 (default: all)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampler (default: 0)")
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="(default: cpu)")
+    parser.add_argument("--device", default="cpu", choices=DEVICES, help="(default: cpu)")
     parser.set_defaults(run=run_generate)
 
 
@@ -324,7 +324,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--from", dest="run_dir", metavar="RUN_DIR", required=True, help="the finetuning run folder")
     parser.add_argument("--task", default=None, help="task to score on (default: the one the run was trained on)")
     parser.add_argument("--split", choices=["train", "validation", "test"], default="test", help="(default: test)")
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="(default: cpu)")
+    parser.add_argument("--device", default="cpu", choices=DEVICES, help="(default: cpu)")
     parser.set_defaults(run=run_evaluate)
 
 

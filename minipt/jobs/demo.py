@@ -46,10 +46,19 @@ from minipt.jobs.finetune import (
     select_train_examples,
     write_test_report,
 )
-from minipt.jobs.pretrain import DEVICES, PretrainConfig, pretrain
+from minipt.jobs.pretrain import PretrainConfig, pretrain
 from minipt.plots import plot_demo_report, read_metrics
 from minipt.runs.folder import new_run_dir, read_config, write_json
-from minipt.runs.settings import COUNT, POSITIVE, POSITIVE_INT, check_settings, one_of, setting
+from minipt.runs.settings import (
+    POSITIVE,
+    POSITIVE_INT,
+    SEED,
+    check_settings,
+    compile_setting,
+    device_setting,
+    setting,
+    threads_setting,
+)
 from minipt.stats import mean_std, paired_interval
 from minipt.training.loop import use_threads
 
@@ -91,13 +100,12 @@ class DemoConfig:
                           rule=POSITIVE_INT)
     minutes: float = setting(6.0, "time budget of one seed on a quiet 2-core CPU; the two pretraining runs get what "
                              "the finetuning leaves", rule=POSITIVE)
-    seed: int = setting(0, "random seed of every run (the first seed with --seeds)", rule=COUNT)
+    seed: int = setting(0, "random seed of every run (the first seed with --seeds)", rule=SEED)
     seeds: int = setting(1, "run the whole comparison for this many seeds (--seed, --seed + 1, ...) and report mean "
                          "± std per row and paired t-intervals of the differences", rule=POSITIVE_INT)
-    device: str = setting("auto", "auto (CUDA when present), cpu or cuda", rule=one_of(*DEVICES))
-    threads: int = setting(0, "CPU threads torch may use (0: every core)", rule=COUNT)
-    compile: bool = setting(False, "torch.compile the model's forward (and backward): faster steps after a compilation "
-                            "that takes tens of seconds (benchmarks/RESULTS.md, compile)")
+    device: str = device_setting()
+    threads: int = threads_setting()
+    compile: bool = compile_setting()
     tiny: bool = setting(False, "a seconds-long run with tiny models, to check the pipeline end to end")
 
     def check(self) -> None:

@@ -62,9 +62,12 @@ from minipt.runs.settings import (
     absolute_path,
     between,
     check_settings,
+    compile_setting,
+    device_setting,
     one_of,
     setting,
     settings_from_saved,
+    threads_setting,
 )
 from minipt.training import distributed, frozen_cache, interrupts, strategies
 from minipt.training.checkpoint import check_architecture, load_checkpoint, load_weights
@@ -86,7 +89,6 @@ __all__ = [
 
 SELECT_METRICS = ("accuracy", "macro_f1")  # the validation metric that picks best.pt
 UNKNOWN_WARNING_SHARE = 0.2  # more of the training tokens <unk> than this: the model cannot read the texts
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -127,10 +129,9 @@ class FinetuneConfig:
     val_examples: int = setting(0, "score only this many validation examples after each epoch, a stratified sample "
                                 "(0: all; the test split is always scored in full)", rule=COUNT)
     seed: int = setting(0, "random seed (same seed and settings give the same run)", rule=SEED)
-    device: str = setting("auto", "auto (CUDA when present), cpu or cuda", rule=one_of(*DEVICES))
-    threads: int = setting(0, "CPU threads torch may use (0: every core)", rule=COUNT)
-    compile: bool = setting(False, "torch.compile the model's forward (and backward): faster steps after a compilation "
-                            "that takes tens of seconds (benchmarks/RESULTS.md, compile)")
+    device: str = device_setting()
+    threads: int = threads_setting()
+    compile: bool = compile_setting()
     from_scratch: bool = setting(False, "random initialisation of the same architecture (the control; --from still "
                                  "names the run whose architecture and tokenizer are copied)")
     balanced: bool = setting(True, "class-balanced batches: every class drawn equally often on average (against "

@@ -67,9 +67,12 @@ from minipt.runs.settings import (
     absolute_path,
     between,
     check_settings,
+    compile_setting,
+    device_setting,
     one_of,
     setting,
     settings_from_saved,
+    threads_setting,
 )
 from minipt.training import distributed, interrupts, strategies
 from minipt.training.checkpoint import check_architecture, load_checkpoint, load_weights
@@ -95,7 +98,6 @@ __all__ = [
 MODELS = ("transformer", "gru")
 OBJECTIVES = ("clm", "mlm", "mlm+nsp")
 TOKENIZERS = ("char", "bpe")
-DEVICES = ("auto", "cpu", "cuda")
 WARMUP = Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= -1,
               "{flag} must be an integer >= 0 (or -1: the default, a tenth of --steps, at most 50), got {value!r}")
 
@@ -151,10 +153,9 @@ class PretrainConfig:
     eval_batches: int = setting(20, "cap on validation batches per evaluation (0: the whole validation split)",
                                 rule=COUNT)
     seed: int = setting(1337, "random seed (same seed and settings give the same run)", rule=SEED)
-    device: str = setting("auto", "auto (CUDA when present), cpu or cuda", rule=one_of(*DEVICES))
-    threads: int = setting(0, "CPU threads torch may use (0: every core)", rule=COUNT)
-    compile: bool = setting(False, "torch.compile the model's forward (and backward): faster steps after a compilation "
-                            "that takes tens of seconds (benchmarks/RESULTS.md, compile)")
+    device: str = device_setting()
+    threads: int = threads_setting()
+    compile: bool = compile_setting()
 
     def check(self) -> None:
         """Raise :class:`~minipt.errors.MiniptError` naming the first invalid setting (as its ``--flag``); a

@@ -29,6 +29,10 @@ from minipt.errors import MiniptError
 
 __all__ = [
     "Rule",
+    "DEVICES",
+    "device_setting",
+    "threads_setting",
+    "compile_setting",
     "POSITIVE_INT",
     "COUNT",
     "SEED",
@@ -181,3 +185,26 @@ def absolute_path(name_or_path: str, builtins: tuple[str, ...] = ()) -> str:
     if not name_or_path or name_or_path in builtins:
         return name_or_path
     return os.path.abspath(os.path.expanduser(name_or_path))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# How a job computes: the same three settings in every job, defined here once
+# ----------------------------------------------------------------------------------------------------------
+
+DEVICES = ("auto", "cpu", "cuda")  # "auto": CUDA when present, else the CPU
+
+
+def device_setting() -> Any:
+    """``--device``: where a job computes."""
+    return setting("auto", "auto (CUDA when present), cpu or cuda", rule=one_of(*DEVICES))
+
+
+def threads_setting() -> Any:
+    """``--threads``: how many CPU threads torch may use."""
+    return setting(0, "CPU threads torch may use (0: every core)", rule=COUNT)
+
+
+def compile_setting() -> Any:
+    """``--compile``: ``torch.compile`` the model (benchmarks/RESULTS.md says when it pays)."""
+    return setting(False, "torch.compile the model's forward (and backward): faster steps after a compilation "
+                   "that takes tens of seconds (benchmarks/RESULTS.md, compile)")

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from minipt.errors import MiniptError
+from minipt.runs.settings import DEVICES
 from minipt.training import distributed
 
 __all__ = ["Batch", "resolve_device", "use_threads", "move_to_device", "count_tokens", "autocast_context"]
@@ -21,8 +22,8 @@ Batch = Any  # a tensor, or a tuple / list / dict of tensors (and plain values)
 
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when present, else CPU; ``"cuda"`` without a GPU is a :class:`~minipt.errors.MiniptError`."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise MiniptError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device not in DEVICES:
+        raise MiniptError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise MiniptError("device 'cuda' was asked for but no CUDA GPU is available (use --device cpu or auto)")
     if device == "auto":
