@@ -323,7 +323,7 @@ def time_shape(shape: Shape, rounds: int, steps_per_round: int, device: str) -> 
     batches = make_batches(shape, device)
     steps = {name: step_function(contender, batches) for name, contender in contenders.items()}
     first_losses = {name: step() for name, step in steps.items()}
-    assert max(first_losses.values()) - min(first_losses.values()) < 1e-3, first_losses
+    assert max(first_losses.values()) - min(first_losses.values()) < 1e-2, first_losses  # TF32 on a GPU: 1e-3
     for step in steps.values():  # warm-up
         for _ in range(2):
             step()
