@@ -61,9 +61,10 @@ def main() -> None:
     total = sum(sum(result["phases"].values()) for result in results)
     report, summary = format_seeds_report(results, plan, results[0]["context"], total)
     quiet = "yes" if args.quiet_machine == "yes" else "NO, other jobs ran: the wall times are not a quiet machine's"
+    shown = f"../shared/data/outside/{Path(args.task).name}" if "shared/data/outside" in args.task else args.task
     text = (f"## The demo over seeds on `{name}` (benchmarks/demo_seeds.py)\n\n"
-            f"`minipt demo --task {args.task} --labels {args.labels} --minutes {args.minutes:g} --seed S`. "
-            f"{machine_line()} Quiet: {quiet}.\n\n" + report.split("\n", 2)[2])
+            f"`minipt demo --task {shown} --labels {args.labels} --minutes {args.minutes:g} --threads {args.threads} "
+            f"--seed S`. {machine_line()} Quiet: {quiet}.\n\n" + report.split("\n", 2)[2].replace(args.task, shown))
     print(text)
     if not args.tiny:
         plot_demo_report(summary, results[0]["curves"], HERE / f"demo_seeds_{name}.png")
