@@ -1,1 +1,2 @@
-"""Run folders: the new-folder check and the lock (folder.py), settings defined once (settings.py), file fingerprints."""
+"""Run folders: the new-folder check and the lock (folder.py), settings defined once (settings.py), file
+fingerprints."""
