@@ -20,17 +20,13 @@ of this process is printed beside the estimate.
 from __future__ import annotations
 
 import argparse
-import time
-from functools import partial
 
 import torch
-from gpt2_shape import GIB, peak_rss_gib, training_step
-from results import machine_line, median_seconds, write_section
+from gpt2_shape import GIB, freezing_table, measure_freezing
+from results import machine_line, write_section
 
 from minipt.interop.bert import BertEncoder
 from minipt.models import SequenceClassifier
-from minipt.optim import AdamW, param_groups
-from minipt.training.strategies import freeze
 
 BERT_BASE = dict(vocab_size=30522, d_model=768, n_layers=12, n_heads=12, d_ff=3072, max_len=512, dropout=0.1,
                  causal=False, pad_id=0, activation="gelu", norm_first=False, layer_norm_eps=1e-12,
@@ -63,35 +59,16 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     ids = pair_batch(args.batch_size, args.length, generator)
     labels = torch.randint(0, 2, (args.batch_size,), generator=generator)
-    rows = []
-    for k in args.freeze:
-        freeze(model, k)
-        model.train()
-        trainable = model.num_parameters(trainable_only=True)
-        optimizer = AdamW(param_groups(model, weight_decay=0.01), lr=2e-5)
-        start = time.perf_counter()
-        seconds = median_seconds(partial(training_step, model, optimizer, ids, labels), repeats=args.repeats, warmup=1)
-        estimate = (4 * total + 12 * trainable) / GIB
-        rows.append((k, trainable, estimate, seconds, peak_rss_gib()))
-        print(f"freeze {k:2d}: {trainable / 1e6:6.1f}M trainable, weights + grads + AdamW {estimate:.2f} GiB, "
-              f"step {seconds:.2f} s (measured over {time.perf_counter() - start:.0f} s), peak RSS so far "
-              f"{peak_rss_gib():.2f} GiB", flush=True)
-        del optimizer
-    tokens = args.batch_size * args.length
+    rows = measure_freezing(model, ids, labels, args.freeze, args.repeats, lr=2e-5)
     lines = [
         f"bert-base-uncased's shape in minipt (`BertEncoder`, fast path, random weights): {total / 1e6:.1f}M "
         f"parameters with a 2-class head on the pooler ({4 * total / GIB:.2f} GiB of float32 weights). One "
         f"finetuning step (sentence pairs, batch {args.batch_size} x {args.length} tokens, AdamW) with the embedding "
         "and the lowest k of 12 blocks frozen:",
         "",
-        "| frozen blocks | trainable | weights + gradients + AdamW moments | median step | tokens / s | peak RSS |",
-        "| --- | --- | --- | --- | --- | --- |",
+        *freezing_table(rows, args.batch_size * args.length),
     ]
-    for k, trainable, estimate, seconds, rss in rows:
-        lines.append(f"| {k} | {trainable / 1e6:.1f}M | {estimate:.2f} GiB | {seconds:.2f} s | {tokens / seconds:.0f} "
-                     f"| {rss:.2f} GiB |")
-    lines += ["", "Peak RSS is the process's maximum so far, so a row includes the rows above it.", "",
-              f"`python benchmarks/bert_shape.py --batch-size {args.batch_size} --length {args.length}`. "
+    lines += ["", f"`python benchmarks/bert_shape.py --batch-size {args.batch_size} --length {args.length}`. "
               + machine_line() + (f" {args.note}" if args.note else "")]
     markdown = "\n".join(lines)
     print(markdown)

@@ -48,6 +48,38 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
 
 
+def measure_freezing(model: SequenceClassifier, ids: torch.Tensor, labels: torch.Tensor, freezes: list[int],
+                     repeats: int, lr: float) -> list[tuple]:
+    """For each k of ``freezes``: the embedding and the lowest k blocks frozen, the median seconds of a training
+    step (AdamW at ``lr``), the trainable parameters, the estimate of weights + gradients + AdamW moments in GiB
+    (4 bytes per weight, 12 per trainable one) and the peak RSS so far."""
+    total, rows = model.num_parameters(), []
+    for k in freezes:
+        freeze(model, k)
+        model.train()
+        trainable = model.num_parameters(trainable_only=True)
+        optimizer = AdamW(param_groups(model, weight_decay=0.01), lr=lr)
+        start = time.perf_counter()
+        seconds = median_seconds(partial(training_step, model, optimizer, ids, labels), repeats=repeats, warmup=1)
+        estimate = (4 * total + 12 * trainable) / GIB
+        rows.append((k, trainable, estimate, seconds, peak_rss_gib()))
+        print(f"freeze {k:2d}: {trainable / 1e6:6.1f}M trainable, weights + grads + AdamW {estimate:.2f} GiB, "
+              f"step {seconds:.2f} s (measured over {time.perf_counter() - start:.0f} s), peak RSS so far "
+              f"{peak_rss_gib():.2f} GiB", flush=True)
+        del optimizer
+    return rows
+
+
+def freezing_table(rows: list[tuple], tokens: int) -> list[str]:
+    """The markdown table of :func:`measure_freezing`'s rows (``tokens`` per step, for tokens / s)."""
+    lines = ["| frozen blocks | trainable | weights + gradients + AdamW moments | median step | tokens / s "
+             "| peak RSS |", "| --- | --- | --- | --- | --- | --- |"]
+    for k, trainable, estimate, seconds, rss in rows:
+        lines.append(f"| {k} | {trainable / 1e6:.1f}M | {estimate:.2f} GiB | {seconds:.2f} s | {tokens / seconds:.0f} "
+                     f"| {rss:.2f} GiB |")
+    return [*lines, "", "Peak RSS is the process's maximum so far, so a row includes the rows above it."]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=8)
@@ -65,35 +97,15 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, GPT2_SMALL["vocab_size"], (args.batch_size, args.length), generator=generator)
     labels = torch.randint(0, 2, (args.batch_size,), generator=generator)
-    rows = []
-    for k in args.freeze:
-        freeze(model, k)
-        model.train()
-        trainable = model.num_parameters(trainable_only=True)
-        optimizer = AdamW(param_groups(model, weight_decay=0.01), lr=1e-5)
-        start = time.perf_counter()
-        step = partial(training_step, model, optimizer, ids, labels)
-        seconds = median_seconds(step, repeats=args.repeats, warmup=1)
-        estimate = (4 * total + 12 * trainable) / GIB
-        rows.append((k, trainable, estimate, seconds, peak_rss_gib()))
-        print(f"freeze {k:2d}: {trainable / 1e6:6.1f}M trainable, weights + grads + AdamW {estimate:.2f} GiB, "
-              f"step {seconds:.2f} s (measured over {time.perf_counter() - start:.0f} s), peak RSS so far "
-              f"{peak_rss_gib():.2f} GiB", flush=True)
-        del optimizer
-    tokens = args.batch_size * args.length
+    rows = measure_freezing(model, ids, labels, args.freeze, args.repeats, lr=1e-5)
     lines = [
         f"GPT-2 small's shape in minipt (`TransformerLM`, fast path, random weights): {total / 1e6:.1f}M parameters "
         f"({4 * total / GIB:.2f} GiB of float32 weights). One finetuning step (classifier, batch {args.batch_size} x "
         f"{args.length} tokens, AdamW) with the embedding and the lowest k of 12 blocks frozen:",
         "",
-        "| frozen blocks | trainable | weights + gradients + AdamW moments | median step | tokens / s | peak RSS |",
-        "| --- | --- | --- | --- | --- | --- |",
+        *freezing_table(rows, args.batch_size * args.length),
     ]
-    for k, trainable, estimate, seconds, rss in rows:
-        lines.append(f"| {k} | {trainable / 1e6:.1f}M | {estimate:.2f} GiB | {seconds:.2f} s | {tokens / seconds:.0f} "
-                     f"| {rss:.2f} GiB |")
-    lines += ["", "Peak RSS is the process's maximum so far, so a row includes the rows above it.", "",
-              f"`python benchmarks/gpt2_shape.py --batch-size {args.batch_size} --length {args.length}`. "
+    lines += ["", f"`python benchmarks/gpt2_shape.py --batch-size {args.batch_size} --length {args.length}`. "
               + machine_line()]
     markdown = "\n".join(lines)
     print(markdown)
