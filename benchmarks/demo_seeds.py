@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def main() -> None:
     shown = f"../shared/data/outside/{Path(args.task).name}" if "shared/data/outside" in args.task else args.task
     text = (f"## The demo over seeds on `{name}` (benchmarks/demo_seeds.py)\n\n"
             f"`minipt demo --task {shown} --labels {args.labels} --minutes {args.minutes:g} --threads {args.threads} "
-            f"--seed S`. {machine_line()} Quiet: {quiet}.\n\n" + report.split("\n", 2)[2].replace(args.task, shown))
+            f"--seed S`. {machine_line()} Quiet: {quiet}.\n\n"
+            + report.split("\n", 2)[2].replace(os.path.abspath(args.task), shown).replace(args.task, shown))
     print(text)
     if not args.tiny:
         plot_demo_report(summary, results[0]["curves"], HERE / f"demo_seeds_{name}.png")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from minipt import __version__
 from minipt.errors import MiniptError, RankLostError, TrainingDivergedError
-from minipt.runs.settings import DEVICES, MAX_SEED, flag, read_settings_file
+from minipt.runs.settings import DEVICES, HOW_TO_COMPUTE, MAX_SEED, flag, read_settings_file
 from minipt.training import interrupts
 
 EXIT_USAGE = 2  # a user mistake: bad flag, missing file, bad config
@@ -78,6 +78,19 @@ def job_settings(args: argparse.Namespace, config_class: type) -> tuple[dict, st
     return {**settings, **given_settings(args, config_class)}, out
 
 
+def resume_settings(args: argparse.Namespace, config_class: type, also_allowed: tuple[str, ...] = ()) -> dict:
+    """The settings given beside ``--resume RUN_DIR``: a resumed run keeps its saved ones, so only how it computes
+    (:data:`~minipt.runs.settings.HOW_TO_COMPUTE`, and ``also_allowed``) may be given; any other flag is one line."""
+    given = given_settings(args, config_class)
+    extra = [flag(field) for field in fields(config_class)
+             if field.name in given and field.name not in (*HOW_TO_COMPUTE, *also_allowed)]
+    extra += [name for name in ("config", "out") if getattr(args, name, None) and name not in given]
+    if extra:
+        names = ", ".join(name if name.startswith("--") else f"--{name}" for name in extra)
+        raise MiniptError(f"--resume continues a run with its saved settings; do not also pass {names}")
+    return given
+
+
 def announce(command: str, run_dir: str) -> Callable[[], None]:
     """What a job calls once its run really starts (settings, folder and input files checked): the line naming the
     folder. A command refused before that prints only its error."""
@@ -119,17 +132,10 @@ def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> None:
 def pretrain_config(args: argparse.Namespace) -> tuple[object, str]:
     """The config and run folder of ``minipt pretrain``: a resumed run takes its saved settings (only how to
     compute may change); a run from ``--init-from`` takes the architecture of that run."""
-    from minipt.jobs.pretrain import HOW_TO_COMPUTE, PretrainConfig
+    from minipt.jobs.pretrain import PretrainConfig
 
     if args.resume:
-        given = given_settings(args, PretrainConfig)
-        extra = [flag(field) for field in fields(PretrainConfig) if field.name in given
-                 and field.name not in (*HOW_TO_COMPUTE, "steps")]
-        extra += [name for name, value in (("--config", args.config), ("--out", args.out)) if value]
-        if extra:
-            names = ", ".join(extra)
-            raise MiniptError(f"--resume continues a run with its saved config.json; do not also pass {names}")
-        return PretrainConfig(**given), args.resume
+        return PretrainConfig(**resume_settings(args, PretrainConfig, also_allowed=("steps",))), args.resume
     settings, out = job_settings(args, PretrainConfig)
     if settings.get("init_from"):
         fixed = [flag(field) for field in fields(PretrainConfig) if field.metadata["architecture"]
@@ -285,14 +291,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from minipt.jobs.finetune import FinetuneConfig, finetune
 
     if args.resume:
-        given = given_settings(args, FinetuneConfig)
-        extra = [flag(field) for field in fields(FinetuneConfig) if field.name in given
-                 and field.name not in ("device", "threads", "compile")]
-        extra += [name for name, value in (("--config", args.config), ("--out", args.out)) if value]
-        if extra:
-            raise MiniptError(f"--resume continues a run with its saved config.json; do not also pass "
-                              f"{', '.join(extra)}")
-        settings, out = {**given, "from_run": ""}, args.resume
+        settings, out = {**resume_settings(args, FinetuneConfig), "from_run": ""}, args.resume
     else:
         settings, out = job_settings(args, FinetuneConfig)
     if "from_run" not in settings:
@@ -357,6 +356,8 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         "paired t-intervals.",
     )
     add_settings(parser, DemoConfig)
+    parser.add_argument("--resume", metavar="DIR", help="continue the interrupted demo in DIR: its finished runs are "
+                        "kept, the interrupted one continues from its last.pt, and the report is the same")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run_demo)
 
@@ -365,7 +366,11 @@ def run_demo(args: argparse.Namespace) -> int:
     from minipt.jobs.demo import DemoConfig
     from minipt.jobs.demo import run_demo as demo
 
-    demo(DemoConfig(**given_settings(args, DemoConfig)), progress=not args.quiet)
+    if args.resume:
+        config = DemoConfig(**resume_settings(args, DemoConfig), out=args.resume)
+    else:
+        config = DemoConfig(**given_settings(args, DemoConfig))
+    demo(config, progress=not args.quiet, resume=bool(args.resume))
     return 0
 
 
@@ -501,6 +506,15 @@ def interrupted_message(stop: interrupts.Interrupted) -> str:
             f"with: {resume}")
 
 
+def demo_interrupted_message(stop: interrupts.Interrupted, out: str) -> str:
+    """What an interrupted demo tells: whether it kept anything, and how to continue it (not its runs one by one)."""
+    if not any(Path(out).rglob("last.pt")):
+        kept = f"{out} was left empty" if Path(out).exists() else "no demo folder was kept"
+        return f"interrupted ({stop.name}) before the first checkpoint; nothing to continue, so {kept}"
+    return (f"interrupted ({stop.name}); the finished runs and the last checkpoint are kept in {out}; continue the "
+            f"demo with: minipt demo --resume {out}")
+
+
 def report(line: str) -> None:
     """Print ``line`` on stderr; under torchrun only rank 0 does (every rank meets the same mistake, or the same
     Ctrl-C)."""
@@ -525,9 +539,12 @@ def main(argv: list[str] | None = None) -> int:
             with distributed.launched(args.command):  # one rank of a torchrun job (or nothing)
                 return args.run(args)
     except interrupts.Interrupted as stop:  # Ctrl-C or SIGTERM: one line, no traceback, status 130 or 143
-        message = interrupted_message(stop)
-        if command == "minipt demo" and Path(getattr(args, "out", "demo")).exists():  # the demo cannot continue
-            message += f"; the demo itself starts over: remove {getattr(args, 'out', 'demo')} or choose another --out"
+        if command == "minipt demo":
+            from minipt.jobs.demo import DemoConfig  # imported already: the demo ran
+
+            message = demo_interrupted_message(stop, args.resume or getattr(args, "out", None) or DemoConfig.out)
+        else:
+            message = interrupted_message(stop)
         report(f"{command}: {message}")
         return stop.exit_status
     except (TrainingDivergedError, RankLostError) as error:  # first: MiniptErrors too, but the job failed

@@ -513,18 +513,77 @@ def test_run_files_get_the_mode_of_ordinary_files(tmp_path, corpus, umask):
         os.umask(old)
 
 
-def test_an_interrupted_demo_says_which_run_to_continue(tmp_path, capsys, monkeypatch):
+def test_an_interrupted_demo_resumes_to_the_report_of_one_never_stopped(tmp_path, capsys, monkeypatch):
+    """A tiny demo stopped twice — in the Transformer's pretraining, then in the GRU's first finetuning candidate —
+    and resumed each time ends with the same report as one never stopped; finished runs are not trained again."""
+    import minipt.jobs.finetune
+
+    monkeypatch.setattr(minipt.jobs.pretrain, "load_corpus", lambda name: TEXT)  # not the plays: seconds, not minutes
+    demo = ["demo", "--tiny", "--quiet", "--device", "cpu", "--threads", "1"]
+    straight, out = tmp_path / "straight", tmp_path / "demo"
+    assert main([*demo, "--out", str(straight)]) == 0
+    continue_line = (f"minipt demo: interrupted (SIGINT); the finished runs and the last checkpoint are kept in "
+                     f"{out}; continue the demo with: minipt demo --resume {out}")
+    trained = []  # (job, run folder) of every training loop started
+
+    def spied(module, stop_in: int | None):
+        real_train = module.train
+
+        def train(*args, callbacks=(), **kwargs):
+            trained.append((module.__name__.split(".")[-1], kwargs["run_dir"]))
+            stop = [SignalAt(1, signal.SIGINT)] if len(trained) == stop_in else []
+            return real_train(*args, **kwargs, callbacks=[*callbacks, *stop])
+        return train
+
+    for command, stop_in, trained_then in [
+        ([*demo, "--out", str(out)], 1, ["pretrain"]),  # Ctrl-C in the Transformer's pretraining
+        (["demo", "--resume", str(out), "--quiet"], 5, ["pretrain"] * 2 + ["finetune"] * 3),  # in frozen-gru/lr0.001
+    ]:
+        trained.clear()
+        with monkeypatch.context() as patch:
+            for module in (minipt.jobs.pretrain, minipt.jobs.finetune):
+                patch.setattr(module, "train", spied(module, stop_in))
+            assert main(command) == 130
+        assert [job for job, _ in trained] == trained_then
+        assert capsys.readouterr().err.strip() == continue_line
+        assert (out / "demo.json").exists() and not (out / "report.md").exists()
+    assert load_checkpoint(out / "frozen-gru" / "lr0.001" / "last.pt")["loop"]["step"] == 2
+    trained.clear()
+    with monkeypatch.context() as patch:
+        for module in (minipt.jobs.pretrain, minipt.jobs.finetune):
+            patch.setattr(module, "train", spied(module, None))
+        assert main(["demo", "--resume", str(out), "--quiet", "--threads", "1"]) == 0
+    # only the interrupted candidate and the ones never started trained: the GRU's two, then scratch's two
+    assert [Path(run).relative_to(out).as_posix() for _, run in trained] == [
+        "frozen-gru/lr0.001", "frozen-gru/lr0.003", "scratch/lr0.001", "scratch/lr0.003"]
+
+    def rows(folder: Path) -> list[list[str]]:  # the report's table without its wall-time column
+        blocks = (folder / "report.md").read_text().split("\n\n")
+        table = next(block for block in blocks if block.startswith("| model"))
+        return [line.split("|")[1:-2] for line in table.splitlines()]
+
+    assert rows(out) == rows(straight) and len(rows(out)) == 7
+    assert main(["demo", "--resume", str(out), "--quiet"]) == 2
+    assert "the demo is finished (report.md)" in capsys.readouterr().err
+    assert main(["demo", "--resume", str(out), "--labels", "50"]) == 2
+    assert capsys.readouterr().err.strip() == ("minipt demo: error: --resume continues a run with its saved settings; "
+                                               "do not also pass --labels")
+
+
+def test_a_demo_stopped_before_its_first_checkpoint_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(minipt.jobs.pretrain, "load_corpus", lambda name: TEXT)
+    with_callbacks(monkeypatch, minipt.jobs.pretrain, Repeated(0, times=3))  # stops at once, before any last.pt
     out = tmp_path / "demo"
-    monkeypatch.setattr(minipt.jobs.pretrain, "load_corpus", lambda name: TEXT)  # not the plays: this stops at step 4
-    real_train = minipt.jobs.pretrain.train
-    monkeypatch.setattr(minipt.jobs.pretrain, "train",
-                        lambda *a, callbacks=(), **kw: real_train(*a, **kw, callbacks=[SignalAt(3, 2)]))
     assert main(["demo", "--tiny", "--quiet", "--device", "cpu", "--threads", "1", "--out", str(out)]) == 130
-    run = out / "pretrain-transformer"
-    assert capsys.readouterr().err.strip() == (
-        f"minipt demo: interrupted at step 4; last.pt saved; continue with: minipt pretrain --resume {run}; "
-        f"the demo itself starts over: remove {out} or choose another --out")
-    assert load_checkpoint(run / "last.pt")["loop"]["step"] == 4
+    assert capsys.readouterr().err.strip() == ("minipt demo: interrupted (SIGINT) before the first checkpoint; "
+                                               "nothing to continue, so no demo folder was kept")
+    assert not out.exists()
+    assert main(["demo", "--resume", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"minipt demo: error: --resume {out}: no such demo folder"
+    out.mkdir()
+    assert main(["demo", "--resume", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"minipt demo: error: --resume {out}: not a demo folder (it has no "
+                                               "demo.json); start a demo with --out")
 
 
 def test_ctrl_c_during_generate_keeps_what_was_printed_and_exits_130(corpus, tmp_path, capsys, monkeypatch):

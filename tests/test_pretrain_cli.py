@@ -283,7 +283,7 @@ def test_missing_and_tampered_runs(tmp_path, corpus, capsys):
     status = main(["pretrain", "--resume", str(out), "--quiet"])
     one_line_error(capsys, status, "last.pt", "refused")
     status = main(["pretrain", "--resume", str(out), "--lr", "0.1"])
-    one_line_error(capsys, status, "--resume continues a run with its saved config.json", "--lr")
+    one_line_error(capsys, status, "--resume continues a run with its saved settings", "--lr")
 
 
 def test_a_real_subprocess_reports_a_bad_value_with_status_2(tmp_path):

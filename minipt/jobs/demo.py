@@ -31,10 +31,10 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from minipt.data import TASKS, LabelledData
+from minipt.data import CORPORA, TASKS, LabelledData
 from minipt.errors import MiniptError
 from minipt.jobs.baselines import tfidf_baseline
 from minipt.jobs.finetune import (
@@ -48,18 +48,23 @@ from minipt.jobs.finetune import (
 )
 from minipt.jobs.pretrain import PretrainConfig, pretrain
 from minipt.plots import plot_demo_report, read_metrics
-from minipt.runs.folder import new_run_dir, read_config, write_json
+from minipt.runs import fingerprints
+from minipt.runs.folder import lock_run, new_run_dir, read_config, read_json, remove_run, write_atomic, write_json
 from minipt.runs.settings import (
+    HOW_TO_COMPUTE,
     POSITIVE,
     POSITIVE_INT,
     SEED,
+    absolute_path,
     check_settings,
     compile_setting,
     device_setting,
     setting,
+    settings_from_saved,
     threads_setting,
 )
 from minipt.stats import mean_std, paired_interval
+from minipt.training.checkpoint import load_checkpoint
 from minipt.training.loop import use_threads
 
 __all__ = ["DemoConfig", "DemoPlan", "demo_plan", "run_demo", "choose_setting", "format_report",
@@ -190,7 +195,8 @@ def pretraining_corpus(config: DemoConfig, task: LabelledData, out: Path) -> tup
     if config.task in TASKS:
         return "shakespeare", "Shakespeare's plays as printed, the test plays held out"
     path = out / "corpus.txt"
-    path.write_text("\n".join(text for text, _ in task.train + task.validation) + "\n", encoding="utf-8")
+    if not path.exists():  # a resumed demo keeps the one its runs were pretrained on
+        write_atomic(path, "\n".join(text for text, _ in task.train + task.validation) + "\n")
     return str(path), (f"`corpus.txt`: the texts of the task's training and validation splits ({len(task.train)} + "
                        f"{len(task.validation)} texts, labels unused; no test text)")
 
@@ -214,16 +220,23 @@ def split_rule(config: DemoConfig, task: LabelledData) -> str:
 
 
 class Phases:
-    """Wall time of each phase, measured as it runs and printed as ``[i/n] what``."""
+    """Wall time of each phase, measured as it runs, printed as ``[i/n] what`` and kept in ``path``
+    (``phases.json``): a resumed demo keeps the times of the phases an earlier process finished."""
 
-    def __init__(self, count: int) -> None:
-        self.count, self.seconds = count, {}
+    def __init__(self, count: int, path: Path) -> None:
+        self.count, self.path = count, path
+        self.seconds = dict(read_json(path)) if path.exists() else {}
+        self.started = 0
 
-    def run(self, name: str, work: Callable[[], dict]) -> dict:
-        print(f"[{len(self.seconds) + 1}/{self.count}] {name} ...", flush=True)
+    def run(self, name: str, work: Callable[[], object]) -> object:
+        self.started += 1
+        finished = name in self.seconds  # by an earlier process: its work only reads the results back
+        print(f"[{self.started}/{self.count}] {name} ...{' (finished earlier)' if finished else ''}", flush=True)
         start = time.perf_counter()
         result = work()
-        self.seconds[name] = time.perf_counter() - start
+        if not finished:
+            self.seconds[name] = time.perf_counter() - start
+            write_atomic(self.path, json.dumps(list(self.seconds.items()), indent=1) + "\n")
         return result
 
 
@@ -233,12 +246,41 @@ def choose_setting(validation_scores: dict) -> object:
     return max(validation_scores, key=lambda key: (validation_scores[key], -list(validation_scores).index(key)))
 
 
+def remove_unfinished(run_dir: Path) -> None:
+    """Remove a run folder that holds no ``last.pt`` (a killed process's): there is nothing in it to continue."""
+    if run_dir.exists() and not (run_dir / "last.pt").exists():
+        remove_run(run_dir, keep_folder=False)
+
+
+def pretrain_or_continue(config: PretrainConfig, run_dir: Path, progress: bool) -> None:
+    """Pretrain into ``run_dir``; a run that an interrupted demo left continues from its ``last.pt`` (bit-identical
+    to a run never stopped), and a finished one is kept."""
+    last = run_dir / "last.pt"
+    if last.exists():
+        if load_checkpoint(last, mmap=True)["loop"]["step"] < config.steps:
+            pretrain(config, run_dir, resume=True, progress=progress)
+        return
+    remove_unfinished(run_dir)
+    pretrain(config, run_dir, progress=progress)
+
+
+def finetune_candidate(config: FinetuneConfig, run_dir: Path, progress: bool) -> dict:
+    """One candidate setting of a row, finetuned into ``run_dir`` with the test split unread; its summary. A
+    finished candidate's summary is read back; an interrupted one continues from its ``last.pt``."""
+    summary = run_dir / "summary.json"
+    if summary.exists() and "best_val_macro_f1" in (saved := read_json(summary)):
+        return saved
+    resume = (run_dir / "last.pt").exists()
+    if not resume:
+        remove_unfinished(run_dir)
+    return finetune(config, run_dir, progress=progress, verbose=False, resume=resume, score_test=False)
+
+
 def tuned_finetune(config: FinetuneConfig, lrs: tuple[float, ...], folder: Path, progress: bool) -> dict:
     """Finetune ``config`` once per learning rate into ``folder/lr<lr>/`` (the best epoch of each kept by
     validation macro-F1, the test split unread), choose the rate by validation macro-F1 (:func:`choose_setting`),
     and score the chosen run's ``best.pt`` on test once (its ``summary.json`` then holds the test numbers too)."""
-    candidates = {lr: finetune(replace(config, lr=lr), folder / f"lr{lr:g}", progress=progress, verbose=False,
-                               score_test=False) for lr in lrs}
+    candidates = {lr: finetune_candidate(replace(config, lr=lr), folder / f"lr{lr:g}", progress) for lr in lrs}
     lr = choose_setting({lr: summary["best_val_macro_f1"] for lr, summary in candidates.items()})
     chosen, run_dir = candidates[lr], folder / f"lr{lr:g}"
     test = evaluate_run(run_dir, device=config.device)
@@ -262,11 +304,13 @@ def baseline_rows(config: FinetuneConfig, task: LabelledData) -> dict:
 
 def run_seed(config: DemoConfig, task: LabelledData, corpus: str, out: Path, seed: int, progress: bool) -> dict:
     """Pretrain, finetune and train the controls for one seed in ``out``; write its ``report.md`` and
-    ``report.png``. Returns ``{"seed", "rows", "phases", "plan", "corpus_tokens", "curves"}``."""
-    plan, phases = demo_plan(config, seed, corpus), Phases(6)
+    ``report.png``. Returns ``{"seed", "rows", "phases", "plan", "corpus_tokens", "curves"}``. What an interrupted
+    demo left in ``out`` is kept: finished phases are read back, the interrupted run continues."""
+    out.mkdir(parents=True, exist_ok=True)
+    plan, phases = demo_plan(config, seed, corpus), Phases(6, out / "phases.json")
     for name, pretraining in (("Transformer", plan.transformer), ("GRU", plan.gru)):
         phases.run(f"pretrain the {name} ({pretraining.steps} steps)",
-                   lambda p=pretraining: pretrain(p, out / f"pretrain-{p.model}", progress=progress))
+                   lambda p=pretraining: pretrain_or_continue(p, out / f"pretrain-{p.model}", progress))
     frozen = {name: replace(plan.frozen, from_run=str(out / f"pretrain-{name}")) for name in ("transformer", "gru")}
     finetuned = {}
     for name, label in (("transformer", "Transformer"), ("gru", "GRU")):
@@ -320,47 +364,88 @@ def report_rows(finetuned: dict[str, dict], baselines: dict, plan: DemoPlan) -> 
 # ----------------------------------------------------------------------------------------------------------
 
 
-def run_demo(config: DemoConfig, progress: bool = True) -> dict:
+DEMO_FILE = "demo.json"  # the demo's settings and its task file's fingerprint, for --resume
+
+
+def run_demo(config: DemoConfig, progress: bool = True, resume: bool = False) -> dict:
     """Check the task, then run every seed and write ``out/report.md`` and ``out/report.png``. Returns
     ``{"seeds": [per-seed results], "rows": [...], "report": text, "context": {task, split, corpus}}`` (``rows``:
-    the one seed's, or the means)."""
+    the one seed's, or the means). ``resume=True`` continues the interrupted demo in ``config.out`` with its saved
+    settings (``config`` then only says how to compute: device, threads, compile): finished runs are kept, the
+    interrupted one continues from its ``last.pt``, and the report is the one an uninterrupted demo writes."""
+    if resume:
+        out = Path(config.out)
+        if not out.is_dir():
+            raise MiniptError(f"--resume {out}: no such demo folder")
+        with lock_run(out):  # one process per demo
+            config = resumed_demo_config(config, out)
+            return demo_runs(config, load_demo_task(config), out, progress)
     config.check()
+    config = replace(config, task=absolute_path(config.task, TASKS), corpus=absolute_path(config.corpus, CORPORA))
     task = load_demo_task(config)
-    with new_run_dir(config.out) as out:  # removed again if stopped before any run saved a last.pt
+    hint = f", or continue that demo with --resume {config.out}"
+    with new_run_dir(config.out, hint=hint) as out:  # removed again if stopped before any run saved a last.pt
+        write_json(out / DEMO_FILE, {"demo": asdict(config), "task_file": fingerprints.fingerprint(config.task)})
         return demo_runs(config, task, out, progress)
+
+
+def resumed_demo_config(config: DemoConfig, out: Path) -> DemoConfig:
+    """The saved settings of the unfinished demo in ``out``, with ``config``'s device, threads and compile."""
+    path = out / DEMO_FILE
+    if not path.is_file():
+        raise MiniptError(f"--resume {out}: not a demo folder (it has no {DEMO_FILE}); start a demo with --out")
+    if (out / "report.md").exists():
+        raise MiniptError(f"--resume {out}: the demo is finished (report.md); start a new one with --out")
+    saved = read_json(path)
+    settings = settings_from_saved(DemoConfig, saved, "demo", path)
+    fingerprints.check_unchanged(saved.get("task_file"), settings.task, f"--resume {out}")
+    settings = replace(settings, out=str(out), **{name: getattr(config, name) for name in HOW_TO_COMPUTE})
+    settings.check()
+    return settings
 
 
 def demo_runs(config: DemoConfig, task: LabelledData, out: Path, progress: bool) -> dict:
     """The body of :func:`run_demo`: each seed's runs (in ``out``, or ``out/seed<S>`` with several seeds)."""
     use_threads(config.threads)
-    out.mkdir(parents=True, exist_ok=True)
     corpus, corpus_text = pretraining_corpus(config, task, out)
     context = {"task": config.task, "split": split_rule(config, task), "corpus": corpus_text}
-    results, start = [], time.perf_counter()
+    results = []
     for seed in range(config.seed, config.seed + config.seeds):
         folder = out if config.seeds == 1 else out / f"seed{seed}"
-        seed_start = time.perf_counter()
-        try:
-            result = run_seed(config, task, corpus, folder, seed, progress)
-        except MiniptError as error:
-            if corpus.endswith("corpus.txt") and "fewer than one block" in str(error):
-                raise MiniptError(f"--task {config.task}: the texts of its train and validation splits are too "
-                                  f"little to pretrain on ({error}); give a larger --corpus FILE") from None
-            raise
-        plan = demo_plan(config, seed, corpus)
-        report = format_report(result, plan, context, time.perf_counter() - seed_start)
-        (folder / "report.md").write_text(report, encoding="utf-8")
-        plot_demo_report(result["rows"], result["curves"], folder / "report.png")
-        results.append(result)
+        results.append(seed_result(config, task, corpus, folder, seed, context, progress))
+    total_seconds = sum(sum(result["phases"].values()) for result in results)
     if config.seeds == 1:
-        print(report, flush=True)
-        return {"seeds": results, "rows": results[0]["rows"], "report": report, "context": context}
-    report, summary = format_seeds_report(results, demo_plan(config, config.seed, corpus), context,
-                                          time.perf_counter() - start)
-    (out / "report.md").write_text(report, encoding="utf-8")
-    plot_demo_report(summary, results[0]["curves"], out / "report.png")
+        report = format_report(results[0], demo_plan(config, config.seed, corpus), context, total_seconds)
+        rows = results[0]["rows"]
+        plot_demo_report(rows, results[0]["curves"], out / "report.png")
+    else:
+        report, rows = format_seeds_report(results, demo_plan(config, config.seed, corpus), context, total_seconds)
+        plot_demo_report(rows, results[0]["curves"], out / "report.png")
+    write_atomic(out / "report.md", report)  # last: a demo with its report.md is finished
     print(report, flush=True)
-    return {"seeds": results, "rows": summary, "report": report, "context": context}
+    return {"seeds": results, "rows": rows, "report": report, "context": context}
+
+
+def seed_result(config: DemoConfig, task: LabelledData, corpus: str, folder: Path, seed: int, context: dict,
+                progress: bool) -> dict:
+    """One seed's result: read back from ``folder/result.json`` when an earlier process finished the seed; else
+    its runs (:func:`run_seed`), saved there with the seed's own ``report.md`` and ``report.png``."""
+    path = folder / "result.json"
+    if path.exists():
+        return read_json(path)
+    try:
+        result = run_seed(config, task, corpus, folder, seed, progress)
+    except MiniptError as error:
+        if corpus.endswith("corpus.txt") and "fewer than one block" in str(error):
+            raise MiniptError(f"--task {config.task}: the texts of its train and validation splits are too "
+                              f"little to pretrain on ({error}); give a larger --corpus FILE") from None
+        raise
+    write_atomic(path, json.dumps(result, indent=1) + "\n")
+    if config.seeds > 1:  # the seed's own report (one seed: the demo's report, written last)
+        report = format_report(result, demo_plan(config, seed, corpus), context, sum(result["phases"].values()))
+        write_atomic(folder / "report.md", report)
+        plot_demo_report(result["rows"], result["curves"], folder / "report.png")
+    return result
 
 
 def setting_lines(plan: DemoPlan, context: dict, corpus_tokens: int) -> list[str]:

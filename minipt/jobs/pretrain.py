@@ -59,6 +59,7 @@ from minipt.runs import fingerprints
 from minipt.runs.folder import lock_run, new_run_dir, read_config, read_json, write_config, write_json
 from minipt.runs.settings import (
     COUNT,
+    HOW_TO_COMPUTE,
     NON_NEGATIVE,
     POSITIVE,
     POSITIVE_INT,
@@ -558,7 +559,6 @@ def build_objective(config: PretrainConfig, data: PretrainingData) -> Objective:
 # The job
 # ----------------------------------------------------------------------------------------------------------
 
-HOW_TO_COMPUTE = ("device", "threads", "compile")  # the settings a resumed run may change: how it computes, not what
 
 
 def train_config(config: PretrainConfig, progress: bool) -> TrainConfig:

@@ -30,6 +30,7 @@ from minipt.errors import MiniptError
 __all__ = [
     "Rule",
     "DEVICES",
+    "HOW_TO_COMPUTE",
     "device_setting",
     "threads_setting",
     "compile_setting",
@@ -192,6 +193,7 @@ def absolute_path(name_or_path: str, builtins: tuple[str, ...] = ()) -> str:
 # ----------------------------------------------------------------------------------------------------------
 
 DEVICES = ("auto", "cpu", "cuda")  # "auto": CUDA when present, else the CPU
+HOW_TO_COMPUTE = ("device", "threads", "compile")  # the settings a resumed run may change: how it computes, not what
 
 
 def device_setting() -> Any:
