@@ -491,18 +491,19 @@ class GRUSequence(torch.autograd.Function):
             previous_states[t] = h
             hidden_gates = h @ weight_hh.t() if bias_hh is None else torch.addmm(bias_hh, h, weight_hh.t())
             step_gates = time_major_gates[t]  # (B, 3H)
-            torch.sigmoid(step_gates[:, : 2 * H] + hidden_gates[:, : 2 * H], out=reset_update[t])
+            # each step's results go into slices of the (T, B, .) buffers by assignment (torch.compile takes no
+            # strided out=)
+            reset_update[t] = torch.sigmoid(step_gates[:, : 2 * H] + hidden_gates[:, : 2 * H])
             reset, update = reset_update[t, :, :H], reset_update[t, :, H:]
             hidden_n[t] = hidden_gates[:, 2 * H :]
-            torch.tanh(torch.addcmul(step_gates[:, 2 * H :], reset, hidden_n[t]), out=candidates[t])
-            n = candidates[t]
+            n = torch.tanh(torch.addcmul(step_gates[:, 2 * H :], reset, hidden_n[t]))
+            candidates[t] = n
             new_h = torch.addcmul(n, update, h - n)  # n + z (h - n) = (1 - z) n + z h
             if mask is None:
-                h = new_h
-                outputs[t] = new_h
+                outputs[t] = h = new_h
             else:
-                torch.mul(new_h, mask[t], out=outputs[t])
-                h = torch.addcmul(outputs[t], 1.0 - mask[t], h)  # m h' + (1 - m) h_{t-1}
+                outputs[t] = masked = new_h * mask[t]  # 0 at a padded step
+                h = torch.addcmul(masked, 1.0 - mask[t], h)  # m h' + (1 - m) h_{t-1}
         ctx.save_for_backward(weight_hh, previous_states, reset_update, candidates, hidden_n, mask)
         ctx.has_bias = bias_hh is not None
         reset_all, update_all = reset_update.split(H, dim=-1)

@@ -18,7 +18,8 @@ from minipt.models import GRULM, TransformerLM
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 40
 
 
-@pytest.mark.parametrize("architecture,fast", [("transformer", True), ("transformer", False), ("gru", False)])
+@pytest.mark.parametrize("architecture,fast", [("transformer", True), ("transformer", False), ("gru", True),
+                                               ("gru", False)])
 def test_a_training_forward_traces_in_one_graph(architecture, fast):
     torch.manual_seed(0)
     if architecture == "transformer":
