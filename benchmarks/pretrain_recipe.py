@@ -3,7 +3,8 @@
 Run ``python benchmarks/pretrain_recipe.py`` on a quiet machine (about ``--minutes`` + 1 minutes per
 configuration): prints a table, writes ``benchmarks/pretrain_recipe.json``, ``benchmarks/pretrain_recipe.png``
 (validation loss against seconds, one line per configuration) and the ``pretrain_recipe`` section of
-``benchmarks/RESULTS.md``.
+``benchmarks/RESULTS.md``. Another budget, e.g. ``--minutes 2`` (the demo's Transformer pretrains for about two
+minutes), writes ``pretrain_recipe_2min.*`` and its own section.
 
 For each configuration: the validation loss it reaches (nats per token of its own tokenizer, so only
 configurations with the same tokenizer compare directly), and the frozen-feature probe: the pretrained model,
@@ -29,7 +30,6 @@ from results import machine_line, write_section
 from minipt.jobs.pretrain import PretrainConfig
 
 HERE = Path(__file__).resolve().parent
-RESULTS_FILE = HERE / "pretrain_recipe.json"
 
 BASE = dict(model="transformer", objective="clm", tokenizer="bpe", bpe_vocab_size=2000, d_model=128, n_layers=2,
             n_heads=4, d_ff=512, batch_size=16, block_size=128, lr=3e-3, dropout=0.0, device="cpu", eval_batches=10)
@@ -106,7 +106,9 @@ def main() -> None:
     parser.add_argument("--quiet-machine", choices=["yes", "no"], default="yes")
     parser.add_argument("--render", action="store_true", help="only rewrite the table and plot from the saved results")
     args = parser.parse_args()
-    results = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
+    suffix = "" if args.minutes == 4.0 else f"_{args.minutes:g}min"  # each budget its own files and section
+    results_file = HERE / f"pretrain_recipe{suffix}.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
     results = {name: r for name, r in results.items() if r.get("minutes") == args.minutes}
     names = list(CONFIGS) if args.configs == "all" else [list(CONFIGS)[int(i)] for i in args.configs.split(",")]
     names = [] if args.render else names
@@ -120,12 +122,14 @@ def main() -> None:
             result["freeze1"] = frozen_scores(run_dir, work, [0, 1, 2], freeze="1")
             results[name] = {**result, "minutes": args.minutes}
             print(name, {k: v for k, v in result.items() if k != "curve"}, flush=True)
-            RESULTS_FILE.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+            results_file.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     ordered = {name: results[name] for name in CONFIGS if name in results}
-    plot(ordered, HERE / "pretrain_recipe.png")
-    text = markdown(ordered, args)
+    plot(ordered, HERE / f"pretrain_recipe{suffix}.png")
+    text = markdown(ordered, args).replace("(benchmarks/pretrain_recipe.py)", f"(benchmarks/pretrain_recipe.py"
+                                           f"{' --minutes ' + format(args.minutes, 'g') if suffix else ''})")
+    text = text.replace("`benchmarks/pretrain_recipe.png`", f"`benchmarks/pretrain_recipe{suffix}.png`")
     print(text)
-    write_section("pretrain_recipe", text)
+    write_section(f"pretrain_recipe{suffix}", text)
 
 
 if __name__ == "__main__":
