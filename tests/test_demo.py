@@ -70,6 +70,8 @@ def test_tiny_demo_end_to_end(tmp_path, capsys, monkeypatch):
     tfidf = rows["TF-IDF word + char n-grams, logistic regression"]
     assert tfidf[3].startswith("C ")
     assert "| total |" in report and "shakespeare-verse" in report and "tokens" in report
+    # the verdict in words: one seed gives no interval, and the report says how to get one
+    assert "**Did pretraining pay here?**" in report and "one seed, so no interval (`--seeds 3` gives one)" in report
 
 
 def labelled_file(path, rows: list[tuple[str, str]]) -> str:
@@ -99,6 +101,8 @@ def test_tiny_demo_on_a_labelled_file_over_two_seeds(tmp_path, capsys):
     differences = [line for line in report.splitlines() if line.startswith("| Transformer, pretrained") and "−" in line]
     assert len(differences) == 2 and all(line.split("|")[4].strip().startswith("[") for line in differences)
     assert "± " in table(report)["Transformer from scratch (same architecture)"][1]
+    verdict = report.split("**Did pretraining pay here?**")[1].split("\n\n")[1]
+    assert verdict.count("95% interval [") == 2  # against scratch and against TF-IDF
 
 
 @pytest.mark.parametrize("rows, flags, message", [
@@ -130,6 +134,27 @@ def test_pretraining_steps_fill_the_budget():
     # 6 minutes: 360 s - 150 s of finetuning = 210 s; the Transformer gets 65% at 0.093 s per step, the GRU 35% at
     # 0.144 s: int(136.5 / 0.093) = int(1467.7) = 1467 and int(73.5 / 0.144) = int(510.4) = 510 steps
     assert pretraining_steps(DemoConfig(minutes=6.0)) == {"transformer": 1467, "gru": 510}
+
+
+def test_the_verdict_reads_the_pretrained_row_best_on_validation_never_on_test():
+    def seed(gru_validation: float) -> dict:
+        rows = [{"key": "frozen-transformer", "name": "Transformer, pretrained, x", "val_macro_f1": 0.60,
+                 "test_macro_f1": 0.70},  # the best test score: it must not decide
+                {"key": "frozen-gru", "name": "GRU LM, pretrained, x", "val_macro_f1": gru_validation,
+                 "test_macro_f1": 0.55},
+                {"key": "scratch", "val_macro_f1": 0.5, "test_macro_f1": 0.50},
+                {"key": "tfidf", "val_macro_f1": 0.5, "test_macro_f1": 0.65}]
+        return {"rows": rows, "corpus_tokens": 1000}
+
+    results = [seed(0.61), seed(0.63), seed(0.62)]
+    assert demo.best_pretrained_row(results) == "frozen-gru"
+    lines = demo.verdict_lines(results)
+    assert "is the GRU LM (test macro-F1" in lines[0]
+    # GRU - scratch = +5 points every seed (std 0: the interval is the point); GRU - TF-IDF = -10 points
+    assert lines[2] == "- against the same Transformer trained from scratch: +5.0 points, 95% interval [+5.0, +5.0]: " \
+                       "pretraining paid;"
+    assert lines[3] == "- against TF-IDF: -10.0 points, 95% interval [-10.0, -10.0]: pretraining lost;"
+    assert "was 1,000 tokens" in lines[5]
 
 
 def test_choose_setting_takes_the_best_validation_score_first_of_ties():
