@@ -514,12 +514,13 @@ def test_run_files_get_the_mode_of_ordinary_files(tmp_path, corpus, umask):
 
 
 def test_an_interrupted_demo_resumes_to_the_report_of_one_never_stopped(tmp_path, capsys, monkeypatch):
-    """A tiny demo stopped twice — in the Transformer's pretraining, then in the GRU's first finetuning candidate —
-    and resumed each time ends with the same report as one never stopped; finished runs are not trained again."""
+    """A tiny two-seed demo stopped twice — in seed 0's Transformer pretraining, then in seed 1's first GRU
+    finetuning candidate — and resumed each time ends with the same report as one never stopped; finished runs
+    (and the finished seed) are not trained again."""
     import minipt.jobs.finetune
 
     monkeypatch.setattr(minipt.jobs.pretrain, "load_corpus", lambda name: TEXT)  # not the plays: seconds, not minutes
-    demo = ["demo", "--tiny", "--quiet", "--device", "cpu", "--threads", "1"]
+    demo = ["demo", "--tiny", "--quiet", "--device", "cpu", "--threads", "1", "--seeds", "2"]
     straight, out = tmp_path / "straight", tmp_path / "demo"
     assert main([*demo, "--out", str(straight)]) == 0
     continue_line = (f"minipt demo: interrupted (SIGINT); the finished runs and the last checkpoint are kept in "
@@ -530,39 +531,43 @@ def test_an_interrupted_demo_resumes_to_the_report_of_one_never_stopped(tmp_path
         real_train = module.train
 
         def train(*args, callbacks=(), **kwargs):
-            trained.append((module.__name__.split(".")[-1], kwargs["run_dir"]))
+            trained.append((module.__name__.split(".")[-1], Path(kwargs["run_dir"]).relative_to(out).as_posix()))
             stop = [SignalAt(1, signal.SIGINT)] if len(trained) == stop_in else []
             return real_train(*args, **kwargs, callbacks=[*callbacks, *stop])
         return train
 
+    seed_runs = ["pretrain-transformer", "pretrain-gru", *(f"{row}/lr{lr}" for row in ("frozen-transformer",
+                 "frozen-gru", "scratch") for lr in ("0.001", "0.003"))]
     for command, stop_in, trained_then in [
-        ([*demo, "--out", str(out)], 1, ["pretrain"]),  # Ctrl-C in the Transformer's pretraining
-        (["demo", "--resume", str(out), "--quiet"], 5, ["pretrain"] * 2 + ["finetune"] * 3),  # in frozen-gru/lr0.001
+        ([*demo, "--out", str(out)], 1, ["seed0/pretrain-transformer"]),
+        (["demo", "--resume", str(out), "--quiet"], 13,  # seed 0's runs, then seed 1's up to its GRU's first
+         [f"seed0/{run}" for run in seed_runs] + [f"seed1/{run}" for run in seed_runs[:5]]),
     ]:
         trained.clear()
         with monkeypatch.context() as patch:
             for module in (minipt.jobs.pretrain, minipt.jobs.finetune):
                 patch.setattr(module, "train", spied(module, stop_in))
             assert main(command) == 130
-        assert [job for job, _ in trained] == trained_then
+        assert [run for _, run in trained] == trained_then
         assert capsys.readouterr().err.strip() == continue_line
         assert (out / "demo.json").exists() and not (out / "report.md").exists()
-    assert load_checkpoint(out / "frozen-gru" / "lr0.001" / "last.pt")["loop"]["step"] == 2
+    assert (out / "seed0" / "result.json").exists() and not (out / "seed1" / "result.json").exists()
+    assert load_checkpoint(out / "seed1" / "frozen-gru" / "lr0.001" / "last.pt")["loop"]["step"] == 2
     trained.clear()
     with monkeypatch.context() as patch:
         for module in (minipt.jobs.pretrain, minipt.jobs.finetune):
             patch.setattr(module, "train", spied(module, None))
         assert main(["demo", "--resume", str(out), "--quiet", "--threads", "1"]) == 0
-    # only the interrupted candidate and the ones never started trained: the GRU's two, then scratch's two
-    assert [Path(run).relative_to(out).as_posix() for _, run in trained] == [
-        "frozen-gru/lr0.001", "frozen-gru/lr0.003", "scratch/lr0.001", "scratch/lr0.003"]
+    # seed 0 is read back; of seed 1, only the interrupted candidate and the ones never started train
+    assert [run for _, run in trained] == [f"seed1/{run}" for run in seed_runs[4:]]
 
-    def rows(folder: Path) -> list[list[str]]:  # the report's table without its wall-time column
+    def tables(folder: Path) -> list[str]:  # the report's tables (the per-seed one without its wall-time column)
         blocks = (folder / "report.md").read_text().split("\n\n")
-        table = next(block for block in blocks if block.startswith("| model"))
-        return [line.split("|")[1:-2] for line in table.splitlines()]
+        return [re.sub(r"\| [0-9.]+ \|$", "|", line, flags=re.M) for line in blocks if line.startswith("|")]
 
-    assert rows(out) == rows(straight) and len(rows(out)) == 7
+    assert tables(out) == tables(straight) and len(tables(out)) == 2  # mean ± std per row; paired differences
+    for seed in ("seed0", "seed1"):
+        assert tables(out / seed)[0] == tables(straight / seed)[0]
     assert main(["demo", "--resume", str(out), "--quiet"]) == 2
     assert "the demo is finished (report.md)" in capsys.readouterr().err
     assert main(["demo", "--resume", str(out), "--labels", "50"]) == 2
