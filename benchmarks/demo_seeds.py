@@ -19,6 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
 from results import machine_line, write_section
 
 from minipt.jobs.demo import TASK, DemoConfig, demo_plan, format_seeds_report, run_demo
@@ -56,6 +57,8 @@ def main() -> None:
             if not args.tiny:
                 results_file.write_text(json.dumps({"settings": settings, "runs": runs}, indent=1) + "\n",
                                         encoding="utf-8")
+    if args.render and args.threads:
+        torch.set_num_threads(args.threads)  # the machine line names the threads the seeds ran with
     results = [runs[seed] for seed in sorted(runs, key=int)]
     config = DemoConfig(task=args.task, labels=args.labels, minutes=args.minutes, tiny=args.tiny)
     plan = demo_plan(config, results[0]["seed"], "")
