@@ -102,10 +102,12 @@ def pretrained_run(name: str, task: str, source: str, seed: int, keep: Path) -> 
     return run
 
 
-def cell(task: str, run: Path, labels: int, seed: int, work: Path) -> dict:
-    """One (task, pretrained run, labels, seed): the tuned frozen Transformer and the TF-IDF baseline."""
+def cell(task: str, run: Path, labels: int, seed: int, work: Path, pooling: str = "mean") -> dict:
+    """One (task, pretrained run, labels, seed): the tuned frozen Transformer (the demo's ``pooling`` unless
+    another is given) and the TF-IDF baseline."""
     plan = demo_plan(DemoConfig(task=task, labels=labels), seed, "")
-    config = replace(plan.frozen, from_run=str(run), train_examples=labels, device="cpu", threads=1)
+    config = replace(plan.frozen, from_run=str(run), train_examples=labels, pooling=pooling, device="cpu",
+                     threads=1)
     if work.exists():
         shutil.rmtree(work)  # a cell interrupted midway starts again
     frozen = tuned_finetune(config, LR_GRID, work, progress=False)
