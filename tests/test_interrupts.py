@@ -340,8 +340,11 @@ sys.exit(main())
     ("torch", "minipt: interrupted (SIGINT); nothing was saved"),  # after
 ])
 def test_ctrl_c_while_importing_is_one_line(module, line):
+    def as_from_a_shell() -> None:  # Ctrl-C's default action in the child, whatever the test runner's is now
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     process = subprocess.run([sys.executable, "-c", SIGNAL_ON_IMPORT.format(module=module)], capture_output=True,
-                             text=True, timeout=120)
+                             text=True, timeout=120, preexec_fn=as_from_a_shell)
     assert (process.returncode, process.stderr.strip()) == (130, line), process.stderr
 
 
