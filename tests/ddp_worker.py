@@ -38,7 +38,7 @@ from minipt.jobs.finetune import FinetuneConfig, finetune
 from minipt.models import TransformerLM
 from minipt.training import distributed
 from minipt.training.checkpoint import load_checkpoint, save_checkpoint
-from minipt.training.loop import Callback, TrainConfig, train
+from minipt.training.loop import Callback, TrainConfig, standard_callbacks, train
 from minipt.training.strategies import GradualUnfreezing
 
 VOCAB, BLOCK, ROWS = 12, 8, 2  # ROWS per rank and micro-batch
@@ -115,7 +115,8 @@ def run_scenarios(out: Path, run: Path, task: Path, corpus: Path) -> None:
     next_batch, generator = rank_sampler()
     with contextlib.suppress(SimulatedCrashError):
         train(tiny_model(0.1), next_batch=next_batch, loss_fn=lm_loss, evaluate=evaluate, config=RESUMABLE,
-              run_dir=out / "crashed", generator=generator, callbacks=[CrashAtStep5()])
+              run_dir=out / "crashed", generator=generator,
+              callbacks=[*standard_callbacks(RESUMABLE, out / "crashed"), CrashAtStep5()])
     torch.manual_seed(1000 + rank)  # a new process would not share the crashed one's random state
     next_batch, generator = rank_sampler()
     train(tiny_model(0.1), next_batch=next_batch, loss_fn=lm_loss, evaluate=evaluate, config=RESUMABLE,
@@ -126,7 +127,7 @@ def run_scenarios(out: Path, run: Path, task: Path, corpus: Path) -> None:
     next_batch, generator = rank_sampler()
     train(model, next_batch=next_batch, loss_fn=lm_loss, evaluate=evaluate, config=RESUMABLE,
           run_dir=out / "unfreeze", generator=generator, optimizer_groups=[{"params": list(model.parameters())}],
-          callbacks=[GradualUnfreezing(every=2)])
+          callbacks=[*standard_callbacks(RESUMABLE, out / "unfreeze"), GradualUnfreezing(every=2)])
     weights = distributed.gather(torch.cat([p.detach().flatten() for p in model.parameters()]))  # (P,) per rank
     if rank == 0:
         torch.save({"start": start, "ranks": weights}, out / "unfreeze" / "weights.pt")
@@ -173,7 +174,8 @@ def signal_then_run(step: str, signum: str, ranks: str, argv: list[str]) -> int:
     real_train = minipt.jobs.pretrain.train
     if os.environ["RANK"] in ranks.split(","):
         signals = [SignalTwiceAt(int(step), int(signum))]
-        minipt.jobs.pretrain.train = lambda *args, **kwargs: real_train(*args, **kwargs, callbacks=signals)
+        minipt.jobs.pretrain.train = lambda *args, callbacks, **kwargs: real_train(*args, **kwargs,
+                                                                                callbacks=[*callbacks, *signals])
     return minipt_main(argv)
 
 

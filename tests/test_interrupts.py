@@ -103,7 +103,7 @@ def test_sigterm_mid_run_saves_that_step_and_resume_is_bit_identical(tmp_path, c
     run, common = tmp_path / "run", ["--corpus", str(corpus), *TINY, "--steps", "12", "--eval-every", "5", "--quiet"]
     real_train = minipt.jobs.pretrain.train
     monkeypatch.setattr(minipt.jobs.pretrain, "train",
-                        lambda *a, **kw: real_train(*a, **kw, callbacks=[SignalAt(7, 15)]))
+                        lambda *a, callbacks, **kw: real_train(*a, **kw, callbacks=[*callbacks, SignalAt(7, 15)]))
     assert main(["pretrain", "--out", str(run), *common]) == 143  # 128 + SIGTERM's 15
     # the signal came during step 8 (index 7); the loop finished that step, then stopped and saved it
     assert load_checkpoint(run / "last.pt")["loop"]["step"] == 8
@@ -181,8 +181,8 @@ class Repeated(Callback):
 def with_callbacks(monkeypatch, module, *added: Callback) -> None:
     """Every ``train`` of ``module``'s job runs with the callbacks ``added`` too."""
     real_train = module.train
-    monkeypatch.setattr(module, "train", lambda *a, callbacks=(), **kw: real_train(*a, **kw, callbacks=[
-        *added, *callbacks]))
+    monkeypatch.setattr(module, "train", lambda *a, callbacks, **kw: real_train(*a, **kw, callbacks=[
+        *callbacks, *added]))
 
 
 def test_a_second_ctrl_c_during_the_checkpoint_write_lets_it_finish(tmp_path, corpus, capsys, monkeypatch):

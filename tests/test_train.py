@@ -20,7 +20,7 @@ import torch
 from minipt.errors import MiniptError, TrainingDivergedError
 from minipt.models import TransformerLM
 from minipt.training.checkpoint import load_checkpoint, save_checkpoint
-from minipt.training.loop import Callback, TrainConfig, count_tokens, resolve_device, train
+from minipt.training.loop import Callback, TrainConfig, count_tokens, resolve_device, standard_callbacks, train
 from minipt.training.state import LoopState
 
 
@@ -247,14 +247,32 @@ def test_count_tokens_reads_the_first_tensor():
 
 
 def test_bad_settings_are_one_line_errors(tmp_path):
+    """A config built by hand is checked by TrainConfig.check (the jobs check their own settings, by flag);
+    the monitored name is checked by the loop, against what evaluate returns."""
     with pytest.raises(MiniptError, match="steps must be a positive integer, got -1"):
-        run(tmp_path, steps=-1)
+        config(steps=-1).check()
     with pytest.raises(MiniptError, match=r"warmup must be in \[0, steps=5\)"):
-        run(tmp_path, steps=5, warmup=5)
+        config(steps=5, warmup=5).check()
     with pytest.raises(MiniptError, match="mode must be 'min' or 'max'"):
-        run(tmp_path, mode="best")
+        config(mode="best").check()
+    config().check()  # the defaults of these tests are good
     with pytest.raises(MiniptError, match="monitor 'val_accuracy' is not among"):
         run(tmp_path, monitor="val_accuracy")
+
+
+def test_the_features_around_the_steps_are_the_callbacks_the_loop_is_given(tmp_path):
+    """With no callbacks the loop still steps, evaluates and checkpoints, but writes no records; the standard
+    callbacks add metrics.jsonl, loss.png and summary.json."""
+    next_batch, generator = make_sampler()
+    train(tiny_model(), next_batch=next_batch, loss_fn=lm_loss, evaluate=lm_evaluate, config=config(steps=4),
+          run_dir=tmp_path / "bare", generator=generator, callbacks=[])
+    assert sorted(path.name for path in (tmp_path / "bare").iterdir()) == ["best.pt", "last.pt"]
+    next_batch, generator = make_sampler()
+    train(tiny_model(), next_batch=next_batch, loss_fn=lm_loss, evaluate=lm_evaluate, config=config(steps=4),
+          run_dir=tmp_path / "standard", generator=generator,
+          callbacks=standard_callbacks(config(steps=4), tmp_path / "standard"))
+    assert sorted(path.name for path in (tmp_path / "standard").iterdir()) == [
+        "best.pt", "last.pt", "loss.png", "metrics.jsonl", "summary.json"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -71,7 +71,7 @@ from minipt.runs.settings import (
 )
 from minipt.training import distributed, frozen_cache, interrupts, strategies
 from minipt.training.checkpoint import check_architecture, load_checkpoint, load_weights
-from minipt.training.loop import TrainConfig, TrainResult, resolve_device, train, use_threads
+from minipt.training.loop import TrainConfig, TrainResult, resolve_device, standard_callbacks, train, use_threads
 
 __all__ = [
     "FinetuneConfig",
@@ -606,7 +606,8 @@ def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose:
     # the strategy: which parameters train, at what learning rates, and when
     groups = strategies.optimizer_groups(model, config.strategy, frozen_k, lr=config.lr,
                                          weight_decay=config.weight_decay, lr_decay=config.lr_decay, l2sp=config.l2sp)
-    callbacks = []
+    loop_config = train_config(config, steps, steps_per_epoch, progress)
+    callbacks = standard_callbacks(loop_config, run_dir)  # the stop on Ctrl-C, metrics.jsonl, the progress bar
     if config.strategy == "gradual":  # spread the n_layers - k + 1 stages evenly over the run
         every = max(1, math.ceil(steps / (len(model.layers) - frozen_k + 1)))
         callbacks.append(strategies.GradualUnfreezing(every, floor=frozen_k))
@@ -621,7 +622,7 @@ def finetune_run(config: FinetuneConfig, run_dir: Path, progress: bool, verbose:
     next_batch, loss_fn, evaluate = classification_objective(model, config, data, frozen_k, tokenizer.pad_id)
     with interrupts.deferred():  # Ctrl-C: the loop stops between two steps and saves last.pt
         result = train(model, next_batch=next_batch, loss_fn=loss_fn, evaluate=evaluate, run_dir=run_dir,
-                       config=train_config(config, steps, steps_per_epoch, progress), optimizer_groups=groups,
+                       config=loop_config, optimizer_groups=groups,
                        callbacks=callbacks, resume=resume)
     wall_seconds = time.perf_counter() - start
     if not distributed.is_main():

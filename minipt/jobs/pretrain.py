@@ -77,7 +77,7 @@ from minipt.runs.settings import (
 )
 from minipt.training import distributed, interrupts, strategies
 from minipt.training.checkpoint import check_architecture, load_checkpoint, load_weights
-from minipt.training.loop import TrainConfig, TrainResult, resolve_device, train, use_threads
+from minipt.training.loop import TrainConfig, TrainResult, resolve_device, standard_callbacks, train, use_threads
 
 __all__ = [
     "PretrainConfig",
@@ -765,9 +765,11 @@ def train_run(
     if not resume and distributed.is_main():
         write_run_files(run_dir, config, data)
     with interrupts.deferred():  # Ctrl-C: the loop stops between two steps and saves last.pt
+        loop_config = train_config(config, progress)
         result = train(model, next_batch=objective.next_batch, loss_fn=objective.loss_fn,
-                       evaluate=objective.evaluate, config=train_config(config, progress), run_dir=run_dir,
-                       generator=objective.generator, resume=resume)
+                       evaluate=objective.evaluate, config=loop_config, run_dir=run_dir,
+                       generator=objective.generator, resume=resume,
+                       callbacks=standard_callbacks(loop_config, run_dir))
         if before and distributed.is_main():
             write_json(run_dir / "summary.json", {**read_json(run_dir / "summary.json"), **before})
     return result

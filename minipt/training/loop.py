@@ -18,11 +18,12 @@ and it does the rest, top to bottom in :func:`train`:
 4. ``last.pt`` is saved at every evaluation (and every ``save_every`` steps), so a run can resume exactly;
 5. at the end, ``loss.png`` (train and validation curves) and ``summary.json``.
 
-Around those steps, each feature is an object from its own file of :mod:`minipt.training`: what a checkpoint
-saves (:mod:`~.state`), the run's records (:mod:`~.records`), the progress bar (:mod:`~.progress`), the ranks of a
-torchrun job (:mod:`~.distributed`: no-ops in one process) and Ctrl-C (:mod:`~.interrupts`). Anything else a job
-needs is a :class:`Callback` it passes in (e.g. gradual unfreezing). The loop alone sets the modules' modes: the
-model trains, except the modules whose parameters are all frozen, which stay in ``eval()`` (no dropout).
+What a checkpoint saves is :mod:`~.state`'s, the ranks of a torchrun job are :mod:`~.distributed`'s (no-ops in one
+process). Everything else around the steps is a :class:`~minipt.training.callbacks.Callback` the loop is given, each
+from its own file: the run's records (:mod:`~.records`: ``metrics.jsonl``, ``loss.png``, ``summary.json``), the
+progress bar (:mod:`~.progress`) and the stop on Ctrl-C (:mod:`~.stopping`), which :func:`standard_callbacks`
+lists, and whatever a job adds (e.g. gradual unfreezing). The loop alone sets the modules' modes: the model
+trains, except the modules whose parameters are all frozen, which stay in ``eval()`` (no dropout).
 """
 
 from __future__ import annotations
@@ -39,13 +40,17 @@ from torch import Tensor, nn
 from minipt.errors import MiniptError, TrainingDivergedError
 from minipt.models.modes import evaluation_mode, train_mode
 from minipt.optim import AdamW, clip_grad_norm_, param_groups, warmup_cosine
-from minipt.training import distributed, interrupts
+from minipt.training import distributed
+from minipt.training.callbacks import Callback
+from minipt.training.clock import Clock
 from minipt.training.device import Batch, autocast_context, count_tokens, move_to_device, resolve_device, use_threads
 from minipt.training.progress import Progress
-from minipt.training.records import RunRecords
+from minipt.training.records import RunRecords, evaluation_record
 from minipt.training.state import LoopState, TrainingState
+from minipt.training.stopping import StopOnSignal
 
-__all__ = ["TrainConfig", "TrainResult", "Callback", "train", "resolve_device", "use_threads", "count_tokens"]
+__all__ = ["TrainConfig", "TrainResult", "Callback", "standard_callbacks", "train", "resolve_device", "use_threads",
+           "count_tokens"]
 
 
 @dataclass
@@ -82,7 +87,8 @@ class TrainConfig:
     fast_optimizer: bool = False
 
     def check(self) -> None:
-        """Raise :class:`~minipt.errors.MiniptError` naming the first setting out of range."""
+        """Raise :class:`~minipt.errors.MiniptError` naming the first setting out of range. For a config built by
+        hand (the jobs check their own settings, whose flags the messages name, when they start)."""
         positive = {"steps": self.steps, "grad_accum": self.grad_accum, "eval_every": self.eval_every}
         if self.save_every is not None:
             positive["save_every"] = self.save_every
@@ -113,17 +119,12 @@ class TrainResult:
     last_evaluation: dict[str, float]
 
 
-class Callback:
-    """A hook into :func:`train`; subclass it and override what you need (each method does nothing by default).
-
-    ``on_step_start(step, model, optimizer)`` runs before optimizer step ``step`` (counting from 0) fetches its
-    first micro-batch, before the loop sets the modules' modes (:func:`~minipt.models.modes.train_mode`). Changing
-    which parameters are frozen here is safe: a frozen parameter gets no gradient, so AdamW neither updates nor
-    decays it.
-    """
-
-    def on_step_start(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Called at the start of every optimizer step."""
+def standard_callbacks(config: TrainConfig, run_dir: str | Path) -> list[Callback]:
+    """What every minipt run has around its steps, in this order: the stop on Ctrl-C (before a step begins), the
+    run's records (``metrics.jsonl``, ``loss.png``, ``summary.json``) and the progress bar (``config.progress``)."""
+    run_dir = Path(run_dir)
+    return [StopOnSignal(run_dir / "last.pt"), RunRecords(run_dir, config.loss_unit),
+            Progress(config.steps, config.monitor, shown=config.progress)]
 
 
 def build_optimizer(
@@ -189,64 +190,65 @@ def train(
     generator: torch.Generator | None = None,
     optimizer_groups: list[dict] | None = None,
     resume: bool = False,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[Callback] | None = None,
 ) -> TrainResult:
-    """Train ``model`` for ``config.steps`` optimizer steps, writing checkpoints and metrics into ``run_dir``.
+    """Train ``model`` for ``config.steps`` optimizer steps, writing checkpoints into ``run_dir``.
 
     ``next_batch(index)`` gives micro-batch ``index = step * grad_accum + a``; the state of ``generator``, the
     sampler's, goes into the checkpoints. ``optimizer_groups``: AdamW groups (default: decay / no-decay groups).
-    ``resume=True`` continues from ``run_dir/last.pt``. ``callbacks``: :class:`Callback` hooks. Inside
+    ``resume=True`` continues from ``run_dir/last.pt``. ``config`` is taken as it is: the jobs check their settings
+    when they start, and :meth:`TrainConfig.check` checks one built by hand. ``callbacks``: what runs around the
+    steps, in order (default: :func:`standard_callbacks`, which a job extends with its own). With them, inside
     :func:`minipt.training.interrupts.deferred` (the jobs call ``train`` there), Ctrl-C or SIGTERM stops the loop at
     the start of the next step (under torchrun, every rank at the same step): ``last.pt`` is saved (after at least
     one step) and :class:`~minipt.training.interrupts.Interrupted` is raised.
     """
-    config.check()
     device, run_dir = resolve_device(config.device), Path(run_dir)
+    callbacks = standard_callbacks(config, run_dir) if callbacks is None else callbacks
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     optimizer, scheduler = build_optimizer(model, config, optimizer_groups)  # 1.
     state = TrainingState(model, optimizer, scheduler, generator, LoopState.start(config.mode))
-    records = RunRecords(run_dir, config.loss_unit)
     if resume:
         state.restore(run_dir / "last.pt")
-        records.continue_from(state.loop.step)
     elif distributed.is_distributed():
         torch.manual_seed(distributed.rank_seed(torch.initial_seed()))  # each rank its own dropout masks
-    loop = state.loop
-    progress = Progress(config.steps, loop.step, loop.tokens_seen, loop.elapsed_seconds, shown=config.progress)
+    loop, clock = state.loop, Clock(state.loop.elapsed_seconds, state.loop.tokens_seen)
     parallel = distributed.DataParallel(model, loss_fn)  # under torchrun: DDP averages the ranks' gradients
     evaluation, stopped_early = {}, loop.out_of_patience(config.patience)  # resuming a run that stopped early
-
-    while loop.step < config.steps and not stopped_early:
-        signum = distributed.agreed_signal(interrupts.pending())  # every rank of a torchrun job asks
-        if signum is not None:  # Ctrl-C or SIGTERM during interrupts.deferred(): stop here, between two steps
-            progress.close()
-            state.stop(run_dir / "last.pt", signum)  # saves last.pt (after a step) and raises Interrupted
-        progress.step_started(loop.tokens_seen)
+    try:
         for callback in callbacks:
-            callback.on_step_start(loop.step, model, optimizer)
-        train_mode(model)
-        lr = optimizer.param_groups[0]["lr"]
-        step_loss = optimizer_step(state, parallel, next_batch, config, device, run_dir / "last.pt")  # 2.
-        loop.step_done(step_loss)
-        loop.elapsed_seconds = progress.step_done(loop.tokens_seen, step_loss, lr)
+            callback.on_train_start(state, resume)
+        while loop.step < config.steps and not stopped_early:
+            for callback in callbacks:
+                callback.on_step_start(loop.step, model, optimizer)
+            clock.step_started(loop.tokens_seen)
+            train_mode(model)
+            lr = optimizer.param_groups[0]["lr"]
+            step_loss = optimizer_step(state, parallel, next_batch, config, device, run_dir / "last.pt")  # 2.
+            loop.step_done(step_loss)
+            loop.elapsed_seconds, step_tokens_per_second = clock.step_done(loop.tokens_seen)
+            for callback in callbacks:
+                callback.on_step_end(loop, step_loss, lr, step_tokens_per_second)
 
-        # 3. and 4. evaluate, log, keep the best and the latest state; maybe stop early
-        if loop.step % config.eval_every == 0 or loop.step == config.steps:
-            tokens_per_second = progress.tokens_per_second(loop.tokens_seen)  # of the training since the last one
-            evaluation = evaluate_on_main(model, evaluate, config.monitor)
-            record = records.evaluation(loop, evaluation, lr, tokens_per_second)  # a line of metrics.jsonl
-            progress.evaluated(record, config.monitor)
-            if loop.evaluated(evaluation[config.monitor], config.mode):
-                state.save(run_dir / "best.pt")
-            state.save(run_dir / "last.pt")
-            progress.mark(loop.tokens_seen)  # tokens/s measures training only, not evaluating and saving
-            stopped_early = loop.out_of_patience(config.patience)
-        elif config.save_every is not None and loop.step % config.save_every == 0:
-            state.save(run_dir / "last.pt")
-    progress.close()
-    if (signum := distributed.agreed_signal(interrupts.pending())) is not None:
-        interrupts.record(signum)  # it came during the last evaluation: every rank raises it after training
-    result = TrainResult(loop.step, loop.tokens_seen, loop.best_metric, loop.best_step, stopped_early, evaluation)
-    records.finish(result, loop.elapsed_seconds)  # 5.
+            # 3. and 4. evaluate, log, keep the best and the latest state; maybe stop early
+            if loop.step % config.eval_every == 0 or loop.step == config.steps:
+                tokens_per_second = clock.tokens_per_second(loop.tokens_seen)  # of the training since the last one
+                evaluation = evaluate_on_main(model, evaluate, config.monitor)
+                record = evaluation_record(loop, evaluation, lr, tokens_per_second)  # a line of metrics.jsonl
+                for callback in callbacks:
+                    callback.on_evaluation(record)
+                if loop.evaluated(evaluation[config.monitor], config.mode):
+                    state.save(run_dir / "best.pt")
+                state.save(run_dir / "last.pt")
+                clock.mark(loop.tokens_seen)  # tokens/s measures training only, not evaluating and saving
+                stopped_early = loop.out_of_patience(config.patience)
+            elif config.save_every is not None and loop.step % config.save_every == 0:
+                state.save(run_dir / "last.pt")
+        result = TrainResult(loop.step, loop.tokens_seen, loop.best_metric, loop.best_step, stopped_early, evaluation)
+        for callback in callbacks:
+            callback.on_train_end(result, loop)  # 5. (the records: loss.png, summary.json)
+    finally:
+        for callback in callbacks:
+            callback.close()
     return result

@@ -1,4 +1,4 @@
-"""Progress: a bar in a terminal, one plain line per evaluation in a log file, and the throughput of both.
+"""Progress: a bar in a terminal, one plain line per evaluation in a log file.
 
 A progress bar redraws itself with carriage returns, which a terminal shows as one line. Redirected to a file
 (``minipt pretrain ... > log.txt``), read by CI or a batch scheduler, or shown by ``!minipt`` in a notebook,
@@ -7,19 +7,22 @@ every redraw becomes a line of its own: thousands for one run. So when stdout or
 
     step 250/2000 | loss 3.4012 | val_loss 3.5120 | 11,482 tok/s | 1m02s
 
-Tokens per second are measured per step (the bar) and over the training since the last evaluation ended
-(``metrics.jsonl``: evaluating and saving are not counted). The elapsed time carries over a resume.
-Under torchrun only rank 0 shows progress.
+:class:`Progress` is one of the loop's callbacks (:mod:`minipt.training.callbacks`); the numbers it shows come from
+the loop's clock (:mod:`minipt.training.clock`). Under torchrun only rank 0 shows progress.
 """
 
 from __future__ import annotations
 
 import sys
-import time
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm  # a plain text bar: works in terminals and notebooks alike, no widgets needed
 
 from minipt.training import distributed
+from minipt.training.callbacks import Callback
+
+if TYPE_CHECKING:
+    from minipt.training.state import LoopState, TrainingState
 
 __all__ = ["is_terminal", "progress_line", "Progress"]
 
@@ -45,50 +48,37 @@ def progress_line(step: int, steps: int, loss: float, evaluation: dict[str, floa
             f"{format_seconds(elapsed_seconds)}")
 
 
-class Progress:
-    """The clock and the display of one training run of ``steps`` steps, started (or resumed) at ``step`` with
-    ``tokens_seen`` tokens and ``elapsed_seconds`` behind it. ``shown=False``: measure only, print nothing."""
+class Progress(Callback):
+    """The display of a training run of ``steps`` steps: the step's loss, learning rate and tokens per second on a
+    bar, the ``monitor``-ed value after each evaluation (or one plain line per evaluation in a log file).
+    ``shown=False``: print nothing."""
 
-    def __init__(self, steps: int, step: int, tokens_seen: int, elapsed_seconds: float, shown: bool) -> None:
-        now = time.perf_counter()
-        self.steps, self.start = steps, now - elapsed_seconds
-        self.step_time, self.step_tokens = now, tokens_seen
-        self.mark_time, self.mark_tokens = now, tokens_seen
-        shown = shown and distributed.is_main()
-        self.plain = shown and not is_terminal()  # a log file: one line per evaluation
-        self.bar = tqdm(total=steps, initial=step, disable=not shown or self.plain, dynamic_ncols=True)
+    def __init__(self, steps: int, monitor: str, shown: bool) -> None:
+        self.steps, self.monitor = steps, monitor
+        self.shown = shown and distributed.is_main()
+        self.plain = self.shown and not is_terminal()  # a log file: one line per evaluation
+        self.bar: tqdm | None = None
         self.postfix: dict[str, str] = {}  # what the bar shows after the counter
 
-    def step_started(self, tokens_seen: int) -> None:
-        self.step_time, self.step_tokens = time.perf_counter(), tokens_seen
+    def on_train_start(self, state: TrainingState, resumed: bool) -> None:
+        self.bar = tqdm(total=self.steps, initial=state.loop.step, disable=not self.shown or self.plain,
+                        dynamic_ncols=True)
 
-    def step_done(self, tokens_seen: int, loss: float, lr: float) -> float:
-        """Show the step's loss, learning rate and tokens per second; return the elapsed seconds."""
-        now = time.perf_counter()
-        tokens_per_second = (tokens_seen - self.step_tokens) / max(now - self.step_time, 1e-9)
+    def on_step_end(self, loop: LoopState, loss: float, lr: float, tokens_per_second: float) -> None:
         self.show(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
         self.bar.update(1)
-        return now - self.start
 
-    def tokens_per_second(self, tokens_seen: int) -> float:
-        """Training throughput since :meth:`mark` (the end of the last evaluation)."""
-        return (tokens_seen - self.mark_tokens) / max(time.perf_counter() - self.mark_time, 1e-9)
-
-    def evaluated(self, record: dict, monitor: str) -> None:
-        """Show an evaluation's ``record`` (a ``metrics.jsonl`` line): the monitored value on the bar, or one
-        plain line in a log file."""
+    def on_evaluation(self, record: dict) -> None:
+        """The monitored value on the bar, or one plain line in a log file."""
         if self.plain:
             print(progress_line(record["step"], self.steps, record["train_loss"], record, record["tokens_per_second"],
                                 record["elapsed_seconds"]), flush=True)
-        self.show(**{monitor: f"{record[monitor]:.4f}"})
-
-    def mark(self, tokens_seen: int) -> None:
-        """Restart the throughput clock (after an evaluation and its saves)."""
-        self.mark_time, self.mark_tokens = time.perf_counter(), tokens_seen
+        self.show(**{self.monitor: f"{record[self.monitor]:.4f}"})
 
     def show(self, **values: str) -> None:
         self.postfix.update(values)
         self.bar.set_postfix(self.postfix)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from minipt.errors import MiniptError
 from minipt.optim import param_groups
-from minipt.training.loop import Callback
+from minipt.training.callbacks import Callback
 
 STRATEGIES = ("plain", "gradual", "discriminative")  # how the layers train: see optimizer_groups
 
