@@ -22,7 +22,6 @@ first, and the line says exactly what the run folder holds and how to continue i
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -31,7 +30,8 @@ from pathlib import Path
 
 from minipt import __version__
 from minipt.errors import MiniptError, RankLostError, TrainingDivergedError
-from minipt.runs.settings import DEVICES, HOW_TO_COMPUTE, MAX_SEED, flag, read_settings_file
+from minipt.jobs.job import DEMO, FINETUNE, PRETRAIN, Job
+from minipt.runs.settings import DEVICES, MAX_SEED, flag, read_settings_file
 from minipt.training import interrupts
 
 EXIT_USAGE = 2  # a user mistake: bad flag, missing file, bad config
@@ -78,17 +78,11 @@ def job_settings(args: argparse.Namespace, config_class: type) -> tuple[dict, st
     return {**settings, **given_settings(args, config_class)}, out
 
 
-def resume_settings(args: argparse.Namespace, config_class: type, also_allowed: tuple[str, ...] = ()) -> dict:
-    """The settings given beside ``--resume RUN_DIR``: a resumed run keeps its saved ones, so only how it computes
-    (:data:`~minipt.runs.settings.HOW_TO_COMPUTE`, and ``also_allowed``) may be given; any other flag is one line."""
-    given = given_settings(args, config_class)
-    extra = [flag(field) for field in fields(config_class)
-             if field.name in given and field.name not in (*HOW_TO_COMPUTE, *also_allowed)]
-    extra += [name for name in ("config", "out") if getattr(args, name, None) and name not in given]
-    if extra:
-        names = ", ".join(name if name.startswith("--") else f"--{name}" for name in extra)
-        raise MiniptError(f"--resume continues a run with its saved settings; do not also pass {names}")
-    return given
+def resume_config(job: Job, args: argparse.Namespace, config_class: type, **placeholders: object) -> object:
+    """The config of ``--resume RUN_DIR``: ``job`` says which of the flags given may be (how the run computes), and
+    refuses the others, ``--out`` and ``--config`` among them, in one line."""
+    run_options = [f"--{name}" for name in ("config", "out") if getattr(args, name, None)]
+    return job.resume_config(config_class, given_settings(args, config_class), run_options, **placeholders)
 
 
 def announce(command: str, run_dir: str) -> Callable[[], None]:
@@ -135,7 +129,7 @@ def pretrain_config(args: argparse.Namespace) -> tuple[object, str]:
     from minipt.jobs.pretrain import PretrainConfig
 
     if args.resume:
-        return PretrainConfig(**resume_settings(args, PretrainConfig, also_allowed=("steps",))), args.resume
+        return resume_config(PRETRAIN, args, PretrainConfig), args.resume
     settings, out = job_settings(args, PretrainConfig)
     if settings.get("init_from"):
         fixed = [flag(field) for field in fields(PretrainConfig) if field.metadata["architecture"]
@@ -189,25 +183,23 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_generate)
 
 
+SAMPLING_FLAGS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "greedy": "--top-k 1"}
+
+
 def run_generate(args: argparse.Namespace) -> int:
     import torch
 
     from minipt.jobs.sources import load_pretrained
+    from minipt.models.language_model import check_sampling_arguments
     from minipt.training.loop import resolve_device
 
     if args.tokens < 0:
         raise MiniptError(f"--tokens must be >= 0, got {args.tokens}")
     if not 0 <= args.seed <= MAX_SEED:
         raise MiniptError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
-    if not (math.isfinite(args.temperature) and args.temperature > 0):
-        raise MiniptError(f"--temperature must be a number > 0, got {args.temperature} (for the most likely token "
-                          "every time, use --top-k 1)")
     device = resolve_device(args.device)
     model, tokenizer, saved = load_pretrained(args.run_dir, device)  # a run folder, or hf-gpt2:FOLDER
-    if args.top_k is not None and not 1 <= args.top_k <= tokenizer.vocab_size:
-        raise MiniptError(f"--top-k must be between 1 and the vocabulary size {tokenizer.vocab_size}, got {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:  # NaN too
-        raise MiniptError(f"--top-p must be a number in (0, 1] (1 keeps every token), got {args.top_p}")
+    check_sampling_arguments(args.temperature, args.top_k, tokenizer.vocab_size, args.top_p, names=SAMPLING_FLAGS)
     if saved["pretrain"]["objective"] != "clm":
         raise MiniptError(
             f"--from {args.run_dir}: that model was pretrained with --objective {saved['pretrain']['objective']} "
@@ -290,13 +282,13 @@ def add_finetune_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_finetune(args: argparse.Namespace) -> int:
     from minipt.jobs.finetune import FinetuneConfig, finetune
 
-    if args.resume:
-        settings, out = {**resume_settings(args, FinetuneConfig), "from_run": ""}, args.resume
+    if args.resume:  # --from comes from the run's config.json
+        config, out = resume_config(FINETUNE, args, FinetuneConfig, from_run=""), args.resume
     else:
         settings, out = job_settings(args, FinetuneConfig)
-    if "from_run" not in settings:
-        raise MiniptError("--from RUN_DIR is required (the pretraining run to finetune)")
-    config = FinetuneConfig(**settings)
+        if "from_run" not in settings:
+            raise MiniptError("--from RUN_DIR is required (the pretraining run to finetune)")
+        config = FinetuneConfig(**settings)
     summary = finetune(config, out, progress=not args.quiet, resume=bool(args.resume),
                        on_start=announce("finetune", out))
     select = config.select
@@ -367,7 +359,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from minipt.jobs.demo import run_demo as demo
 
     if args.resume:
-        config = DemoConfig(**resume_settings(args, DemoConfig), out=args.resume)
+        config = resume_config(DEMO, args, DemoConfig, out=args.resume)
     else:
         config = DemoConfig(**given_settings(args, DemoConfig))
     demo(config, progress=not args.quiet, resume=bool(args.resume))

@@ -407,14 +407,16 @@ def test_generate_respects_top_p(kind):
 
 
 def test_sampling_arguments_are_checked():
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be a number > 0"):
         make_transformer().generate(random_tokens(1, 3), 2, temperature=0.0)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be a number > 0"):
         make_gru().generate(random_tokens(1, 3), 2, temperature=0.0)
+    with pytest.raises(ValueError, match="temperature must be a number > 0, got inf"):
+        make_gru().generate(random_tokens(1, 3), 2, temperature=float("inf"))
     with pytest.raises(ValueError, match="top_k must be between 1 and the vocabulary size 20"):
         make_gru().generate(random_tokens(1, 3), 2, top_k=21)
     for top_p in (0.0, 1.5, float("nan")):
-        with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\]"):
             make_transformer().generate(random_tokens(1, 3), 2, top_p=top_p)
     with pytest.raises(ValueError, match="generate needs a causal model"):
         make_model("encoder").generate(random_tokens(1, 3), 2)

@@ -46,12 +46,12 @@ from minipt.jobs.finetune import (
     select_train_examples,
     write_test_report,
 )
+from minipt.jobs.job import DEMO
 from minipt.jobs.pretrain import PretrainConfig, pretrain
 from minipt.plots import plot_demo_report, read_metrics
 from minipt.runs import fingerprints
 from minipt.runs.folder import lock_run, new_run_dir, read_config, read_json, remove_run, write_atomic, write_json
 from minipt.runs.settings import (
-    HOW_TO_COMPUTE,
     POSITIVE,
     POSITIVE_INT,
     SEED,
@@ -410,7 +410,7 @@ def resumed_demo_config(config: DemoConfig, out: Path) -> DemoConfig:
     saved = read_json(path)
     settings = settings_from_saved(DemoConfig, saved, "demo", path)
     fingerprints.check_unchanged(saved.get("task_file"), settings.task, f"--resume {out}")
-    settings = replace(settings, out=str(out), **{name: getattr(config, name) for name in HOW_TO_COMPUTE})
+    settings = replace(DEMO.resumed(settings, config), out=str(out))
     settings.check()
     return settings
 

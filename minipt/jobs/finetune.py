@@ -44,7 +44,8 @@ from minipt.data import TASKS, LabelledData, load_task
 from minipt.data.datasets import ClassificationDataset, balanced_sampler, collate_classification
 from minipt.data.tokenizers import Tokenizer, load_tokenizer
 from minipt.errors import MiniptError, warn
-from minipt.jobs.pretrain import check_model_section, is_finetuning_run
+from minipt.jobs.job import FINETUNE
+from minipt.jobs.pretrain import check_model_section
 from minipt.jobs.sources import HF_BERT, HF_GPT2, build_backbone, load_pretrained
 from minipt.metrics import accuracy, classification_report, confusion_matrix, macro_f1
 from minipt.models import SequenceClassifier
@@ -554,7 +555,7 @@ def resumed_config(config: FinetuneConfig, run_dir: Path) -> FinetuneConfig:
     its labelled file must be unchanged. A run whose training ended but whose test split was not scored (Ctrl-C
     came then) is unfinished: resuming it scores the test split."""
     saved = read_config(run_dir)
-    if not is_finetuning_run(saved):
+    if not FINETUNE.made(saved):
         raise MiniptError(f"--resume {run_dir} is a pretraining run; continue it with minipt pretrain --resume")
     saved_config = check_finetune_sections(saved, run_dir / "config.json")
     if not (run_dir / "last.pt").exists():
@@ -563,8 +564,7 @@ def resumed_config(config: FinetuneConfig, run_dir: Path) -> FinetuneConfig:
         raise MiniptError(f"--resume {run_dir}: the run is finished (summary.json); start a new one with --out")
     check_files_are_there(saved_config, run_dir, "--resume")
     fingerprints.check_unchanged(saved.get("data", {}).get("task_file"), saved_config.task, f"--resume {run_dir}")
-    return replace(saved_config, device=config.device, threads=config.threads,
-                   compile=config.compile)
+    return FINETUNE.resumed(saved_config, config)
 
 
 def check_finetune_sections(saved: dict, path: Path) -> FinetuneConfig:
@@ -693,7 +693,7 @@ def write_test_report(run_dir: Path, metrics: dict, labels: list[str], title: st
 def read_finetune_run(run_dir: Path) -> dict:
     """The ``config.json`` of a finetuning run, with a clear error when the folder is not one."""
     saved = read_config(run_dir)
-    if not is_finetuning_run(saved):
+    if not FINETUNE.made(saved):
         raise MiniptError(f"--from {run_dir} is a pretraining run; evaluate needs a finetuning run (minipt finetune)")
     check_finetune_sections(saved, run_dir / "config.json")
     if not (run_dir / "best.pt").exists():

@@ -50,6 +50,7 @@ from minipt.data.datasets import IGNORE_INDEX
 from minipt.data.tokenizers import FIRST_MERGE_ID, BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from minipt.errors import MiniptError
 from minipt.interop.bert import BertEncoder
+from minipt.jobs.job import FINETUNE, PRETRAIN
 from minipt.metrics import perplexity
 from minipt.models import MODEL_CLASSES, MaskedLMWithNextSentenceHead, TransformerLM, build_model
 from minipt.models.language_model import LanguageModel, cross_entropy, language_model_loss
@@ -59,7 +60,6 @@ from minipt.runs import fingerprints
 from minipt.runs.folder import lock_run, new_run_dir, read_config, read_json, write_config, write_json
 from minipt.runs.settings import (
     COUNT,
-    HOW_TO_COMPUTE,
     NON_NEGATIVE,
     POSITIVE,
     POSITIVE_INT,
@@ -596,9 +596,6 @@ def checkpoint_path(run_dir: Path) -> Path:
     return path
 
 
-def is_finetuning_run(saved: dict) -> bool:
-    """A ``config.json`` written by ``minipt finetune`` (it has a ``classifier`` or a ``finetune`` section)."""
-    return "classifier" in saved or "finetune" in saved
 
 
 def read_pretraining_config(run_dir: Path, flag: str) -> dict:
@@ -610,7 +607,7 @@ def read_pretraining_config(run_dir: Path, flag: str) -> dict:
         hint = f"; name it {prefix}{run_dir}" if flag == "--from" else " (a minipt pretraining run is needed here)"
         raise MiniptError(f"{flag} {run_dir} is a Hugging Face folder (config.json has model_type "
                           f"{saved['model_type']!r}), not a minipt run{hint}")
-    if is_finetuning_run(saved):
+    if FINETUNE.made(saved):
         raise MiniptError(f"{flag} {run_dir} is a finetuning run; a pretraining run (from minipt pretrain) is needed")
     settings_from_saved(PretrainConfig, saved, "pretrain", run_dir / "config.json")
     check_model_section(saved, run_dir / "config.json")
@@ -645,8 +642,8 @@ def resumed_config(config: PretrainConfig, run_dir: Path, steps: int | None = No
     """The saved config of the run in ``run_dir`` (with ``config``'s device and threads, and ``steps`` when
     given) and its tokenizer. A finished run continues only with more ``steps``; its corpus must be unchanged."""
     saved = read_pretraining_config(run_dir, "--resume")
-    settings = {**asdict(settings_from_saved(PretrainConfig, saved, "pretrain", run_dir / "config.json")),
-                **{name: getattr(config, name) for name in HOW_TO_COMPUTE}}
+    settings = asdict(PRETRAIN.resumed(settings_from_saved(PretrainConfig, saved, "pretrain", run_dir / "config.json"),
+                                       config))
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     if not (run_dir / "last.pt").exists():
         raise MiniptError(f"--resume {run_dir}: there is no last.pt to continue from")

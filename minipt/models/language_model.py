@@ -12,6 +12,7 @@ they turn token ids into hidden states. Everything around that lives here, writt
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -67,19 +68,22 @@ def language_model_loss(logits: Tensor, targets: Tensor, ignore_index: int = -10
     return cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), fast, ignore_index)
 
 
+SAMPLING_ARGUMENTS = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "greedy": "top_k=1"}
+
+
 def check_sampling_arguments(
-    temperature: float, top_k: int | None, vocab_size: int, top_p: float | None = None
+    temperature: float, top_k: int | None, vocab_size: int, top_p: float | None = None,
+    names: dict[str, str] = SAMPLING_ARGUMENTS,
 ) -> None:
-    """``temperature`` must be > 0, ``top_k`` (when given) between 1 and ``vocab_size``, ``top_p`` (when given)
-    in ``(0, 1]``."""
-    if not temperature > 0:  # NaN too
-        raise ModelInputError(
-            f"temperature must be > 0, got {temperature} (for greedy decoding use top_k=1 instead)"
-        )
+    """``temperature`` must be a finite number > 0, ``top_k`` (when given) between 1 and ``vocab_size``, ``top_p``
+    (when given) in ``(0, 1]``. ``names``: what the messages call each argument (``minipt generate``: its flags)."""
+    if not (math.isfinite(temperature) and temperature > 0):  # NaN too
+        raise ModelInputError(f"{names['temperature']} must be a number > 0, got {temperature} (for the most likely "
+                              f"token every time, use {names['greedy']})")
     if top_k is not None and not 1 <= top_k <= vocab_size:
-        raise ModelInputError(f"top_k must be between 1 and the vocabulary size {vocab_size}, got {top_k}")
+        raise ModelInputError(f"{names['top_k']} must be between 1 and the vocabulary size {vocab_size}, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:  # NaN too
-        raise ModelInputError(f"top_p must be in (0, 1] (1 keeps every token), got {top_p}")
+        raise ModelInputError(f"{names['top_p']} must be a number in (0, 1] (1 keeps every token), got {top_p}")
 
 
 def next_token_probabilities(
