@@ -251,10 +251,12 @@ def test_bad_settings_are_one_line_errors(tmp_path):
     the monitored name is checked by the loop, against what evaluate returns."""
     with pytest.raises(MiniptError, match="steps must be a positive integer, got -1"):
         config(steps=-1).check()
-    with pytest.raises(MiniptError, match=r"warmup must be in \[0, steps=5\)"):
+    with pytest.raises(MiniptError, match=r"--warmup \(5\) must be smaller than --steps \(5\)"):
         config(steps=5, warmup=5).check()
-    with pytest.raises(MiniptError, match="mode must be 'min' or 'max'"):
+    with pytest.raises(MiniptError, match="--mode must be one of min, max; got 'best'"):
         config(mode="best").check()
+    with pytest.raises(MiniptError, match="--patience must be None or a positive integer, got 0"):
+        config(patience=0).check()
     config().check()  # the defaults of these tests are good
     with pytest.raises(MiniptError, match="monitor 'val_accuracy' is not among"):
         run(tmp_path, monitor="val_accuracy")

@@ -54,11 +54,11 @@ from minipt.runs.folder import lock_run, new_run_dir, read_config, read_json, re
 from minipt.runs.settings import (
     POSITIVE,
     POSITIVE_INT,
-    SEED,
     absolute_path,
     check_settings,
     compile_setting,
     device_setting,
+    seed_setting,
     setting,
     settings_from_saved,
     threads_setting,
@@ -116,7 +116,7 @@ class DemoConfig:
                           rule=POSITIVE_INT)
     minutes: float = setting(6.0, "time budget of one seed on a quiet 2-core CPU; the two pretraining runs get what "
                              "the finetuning leaves", rule=POSITIVE)
-    seed: int = setting(0, "random seed of every run (the first seed with --seeds)", rule=SEED)
+    seed: int = seed_setting(0, "random seed of every run (the first seed with --seeds)")
     seeds: int = setting(1, "run the whole comparison for this many seeds (--seed, --seed + 1, ...) and report mean "
                          "± std per row and paired t-intervals of the differences", rule=POSITIVE_INT)
     device: str = device_setting()

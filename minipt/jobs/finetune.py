@@ -57,18 +57,19 @@ from minipt.runs.folder import lock_run, new_run_dir, read_config, read_json, wr
 from minipt.runs.settings import (
     COUNT,
     NON_NEGATIVE,
-    POSITIVE,
     POSITIVE_INT,
-    SEED,
     absolute_path,
     between,
     check_settings,
     compile_setting,
     device_setting,
+    lr_setting,
     one_of,
+    seed_setting,
     setting,
     settings_from_saved,
     threads_setting,
+    weight_decay_setting,
 )
 from minipt.training import distributed, frozen_cache, interrupts, strategies
 from minipt.training.checkpoint import check_architecture, load_checkpoint, load_weights
@@ -110,14 +111,14 @@ class FinetuneConfig:
                             "or discriminative (each layer down learns at --lr-decay times the rate of the one "
                             "above)", rule=one_of(*strategies.STRATEGIES))
     epochs: int = setting(5, "passes over the labelled training examples", rule=POSITIVE_INT)
-    lr: float = setting(1e-3, "peak learning rate of AdamW", rule=POSITIVE)
+    lr: float = lr_setting(1e-3)
     batch_size: int = setting(32, "examples per batch", rule=POSITIVE_INT)
     max_len: int = setting(0, "tokens kept per example (0: the pretrained model's context length)", rule=COUNT)
     pooling: str = setting("auto", "how the per-token vectors become one: mean, first, last, or pooler (BERT's "
                            "dense + tanh on [CLS]); auto: pooler for hf-bert:, mean otherwise",
                            rule=one_of("auto", *POOLINGS))
     dropout: float = setting(0.1, "dropout before the classification head", rule=between(0, 1, "[)"))
-    weight_decay: float = setting(0.01, "AdamW weight decay (weight matrices only)", rule=NON_NEGATIVE)
+    weight_decay: float = weight_decay_setting(0.01)
     lr_decay: float = setting(1 / 2.6, "per-layer learning-rate factor of --strategy discriminative",
                               rule=between(0, 1, "(]"))
     l2sp: float = setting(0.0, "strength of the L2-SP penalty pulling pretrained weights toward their start (0: off)",
@@ -129,7 +130,7 @@ class FinetuneConfig:
                                   "(0: all)", rule=COUNT)
     val_examples: int = setting(0, "score only this many validation examples after each epoch, a stratified sample "
                                 "(0: all; the test split is always scored in full)", rule=COUNT)
-    seed: int = setting(0, "random seed (same seed and settings give the same run)", rule=SEED)
+    seed: int = seed_setting(0)
     device: str = device_setting()
     threads: int = threads_setting()
     compile: bool = compile_setting()

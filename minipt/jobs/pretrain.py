@@ -60,20 +60,22 @@ from minipt.runs import fingerprints
 from minipt.runs.folder import lock_run, new_run_dir, read_config, read_json, write_config, write_json
 from minipt.runs.settings import (
     COUNT,
-    NON_NEGATIVE,
-    POSITIVE,
     POSITIVE_INT,
-    SEED,
     Rule,
     absolute_path,
     between,
     check_settings,
     compile_setting,
     device_setting,
+    grad_accum_setting,
+    grad_clip_setting,
+    lr_setting,
     one_of,
+    seed_setting,
     setting,
     settings_from_saved,
     threads_setting,
+    weight_decay_setting,
 )
 from minipt.training import distributed, interrupts, strategies
 from minipt.training.checkpoint import check_architecture, load_checkpoint, load_weights
@@ -144,16 +146,16 @@ class PretrainConfig:
     batch_size: int = setting(16, "sequences per batch", rule=POSITIVE_INT)
     block_size: int = setting(128, "tokens per sequence (the context length; the Transformer's learned positions)",
                               rule=POSITIVE_INT, architecture=True)
-    lr: float = setting(3e-3, "peak learning rate of AdamW", rule=POSITIVE)
+    lr: float = lr_setting(3e-3)
     warmup: int = setting(-1, "linear warmup steps before the cosine decay (default: a tenth of --steps, at most "
                           "50)", rule=WARMUP, default_text="")
-    weight_decay: float = setting(0.1, "AdamW weight decay (weight matrices only)", rule=NON_NEGATIVE)
-    grad_clip: float = setting(1.0, "clip the global gradient norm to this value", rule=POSITIVE)
-    grad_accum: int = setting(1, "micro-batches whose gradients are averaged per step", rule=POSITIVE_INT)
+    weight_decay: float = weight_decay_setting(0.1)
+    grad_clip: float = grad_clip_setting()
+    grad_accum: int = grad_accum_setting()
     eval_every: int = setting(250, "evaluate (and save last.pt) every this many steps", rule=POSITIVE_INT)
     eval_batches: int = setting(20, "cap on validation batches per evaluation (0: the whole validation split)",
                                 rule=COUNT)
-    seed: int = setting(1337, "random seed (same seed and settings give the same run)", rule=SEED)
+    seed: int = seed_setting(1337)
     device: str = device_setting()
     threads: int = threads_setting()
     compile: bool = compile_setting()

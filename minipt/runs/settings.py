@@ -34,7 +34,13 @@ __all__ = [
     "device_setting",
     "threads_setting",
     "compile_setting",
+    "seed_setting",
+    "lr_setting",
+    "weight_decay_setting",
+    "grad_clip_setting",
+    "grad_accum_setting",
     "POSITIVE_INT",
+    "NONE_OR_POSITIVE_INT",
     "COUNT",
     "SEED",
     "MAX_SEED",
@@ -71,6 +77,8 @@ def _is_number(value: Any) -> bool:
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1: room for the small offsets added (rank, split, epoch)
 POSITIVE_INT = Rule(lambda v: _is_int(v) and v >= 1, "{flag} must be a positive integer, got {value!r}")
+NONE_OR_POSITIVE_INT = Rule(lambda v: v is None or (_is_int(v) and v >= 1),
+                            "{flag} must be None or a positive integer, got {value!r}")  # a library-only setting
 COUNT = Rule(lambda v: _is_int(v) and v >= 0, "{flag} must be an integer >= 0, got {value!r}")
 SEED = Rule(lambda v: _is_int(v) and 0 <= v <= MAX_SEED, "{flag} must be an integer from 0 to 2**63 - 1, got {value!r}")
 POSITIVE = Rule(lambda v: _is_number(v) and v > 0, "{flag} must be > 0 and finite, got {value!r}")
@@ -189,11 +197,41 @@ def absolute_path(name_or_path: str, builtins: tuple[str, ...] = ()) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# How a job computes: the same three settings in every job, defined here once
+# How a job optimizes: AdamW's settings, defined here once (each job picks its own default)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def lr_setting(default: float) -> Any:
+    """``--lr``: AdamW's peak learning rate."""
+    return setting(default, "peak learning rate of AdamW", rule=POSITIVE)
+
+
+def weight_decay_setting(default: float) -> Any:
+    """``--weight-decay``: AdamW's decoupled weight decay."""
+    return setting(default, "AdamW weight decay (weight matrices only)", rule=NON_NEGATIVE)
+
+
+def grad_clip_setting() -> Any:
+    """``--grad-clip``: the largest global gradient norm."""
+    return setting(1.0, "clip the global gradient norm to this value", rule=POSITIVE)
+
+
+def grad_accum_setting() -> Any:
+    """``--grad-accum``: micro-batches per optimizer step."""
+    return setting(1, "micro-batches whose gradients are averaged per step", rule=POSITIVE_INT)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# How a job computes: the same settings in every job, defined here once
 # ----------------------------------------------------------------------------------------------------------
 
 DEVICES = ("auto", "cpu", "cuda")  # "auto": CUDA when present, else the CPU
 HOW_TO_COMPUTE = ("device", "threads", "compile")  # the settings a resumed run may change: how it computes, not what
+
+
+def seed_setting(default: int, help: str = "random seed (same seed and settings give the same run)") -> Any:
+    """``--seed``: every random draw of a job follows from it."""
+    return setting(default, help, rule=SEED)
 
 
 def device_setting() -> Any:

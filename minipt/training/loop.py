@@ -40,6 +40,20 @@ from torch import Tensor, nn
 from minipt.errors import MiniptError, TrainingDivergedError
 from minipt.models.modes import evaluation_mode, train_mode
 from minipt.optim import AdamW, clip_grad_norm_, param_groups, warmup_cosine
+from minipt.runs.settings import (
+    COUNT,
+    NONE_OR_POSITIVE_INT,
+    POSITIVE_INT,
+    between,
+    check_settings,
+    device_setting,
+    grad_accum_setting,
+    grad_clip_setting,
+    lr_setting,
+    one_of,
+    setting,
+    weight_decay_setting,
+)
 from minipt.training import distributed
 from minipt.training.callbacks import Callback
 from minipt.training.clock import Clock
@@ -68,43 +82,31 @@ class TrainConfig:
     numbers); the CLI's jobs turn it on.
     """
 
-    steps: int
-    lr: float = 1e-3
-    weight_decay: float = 0.1
+    steps: int = setting(help="optimizer steps", rule=POSITIVE_INT)
+    lr: float = lr_setting(1e-3)
+    weight_decay: float = weight_decay_setting(0.1)
     betas: tuple[float, float] = (0.9, 0.99)
-    warmup: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    eval_every: int = 100
-    save_every: int | None = None
+    warmup: int = setting(100, "linear warmup steps before the cosine decay", rule=COUNT)
+    min_lr_ratio: float = setting(0.1, "the lr at the end, as a fraction of the peak", rule=between(0, 1, "[]"))
+    grad_clip: float = grad_clip_setting()
+    grad_accum: int = grad_accum_setting()
+    eval_every: int = setting(100, "evaluate every this many steps", rule=POSITIVE_INT)
+    save_every: int | None = setting(None, "also save last.pt every this many steps", rule=NONE_OR_POSITIVE_INT)
     monitor: str = "val_loss"
-    mode: str = "min"
-    patience: int | None = None
-    device: str = "auto"
+    mode: str = setting("min", "min (a loss) or max (an accuracy)", rule=one_of("min", "max"))
+    patience: int | None = setting(None, "evaluations without improvement before stopping", rule=NONE_OR_POSITIVE_INT)
+    device: str = device_setting()
     progress: bool = True
     loss_unit: str = "token"
     fast_optimizer: bool = False
 
     def check(self) -> None:
-        """Raise :class:`~minipt.errors.MiniptError` naming the first setting out of range. For a config built by
-        hand (the jobs check their own settings, whose flags the messages name, when they start)."""
-        positive = {"steps": self.steps, "grad_accum": self.grad_accum, "eval_every": self.eval_every}
-        if self.save_every is not None:
-            positive["save_every"] = self.save_every
-        if self.patience is not None:
-            positive["patience"] = self.patience
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise MiniptError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise MiniptError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.warmup < self.steps:
-            raise MiniptError(f"warmup must be in [0, steps={self.steps}), got {self.warmup}")
-        if not self.grad_clip > 0:
-            raise MiniptError(f"grad_clip must be > 0, got {self.grad_clip}")
-        if self.mode not in ("min", "max"):
-            raise MiniptError(f"mode must be 'min' or 'max', got {self.mode!r}")
+        """Raise :class:`~minipt.errors.MiniptError` naming the first setting out of range, by its rule (the
+        rules are the job settings' own, :mod:`minipt.runs.settings`). For a config built by hand: the jobs check
+        their settings when they start, and build this one from them."""
+        check_settings(self)
+        if not self.warmup < self.steps:
+            raise MiniptError(f"--warmup ({self.warmup}) must be smaller than --steps ({self.steps})")
 
 
 @dataclass
