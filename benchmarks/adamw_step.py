@@ -28,9 +28,10 @@ class FlatSketch:
     parameters become views of one flat tensor, the two moments are flat tensors, and the update of
     :class:`minipt.optim.AdamW` runs once over all of it (every parameter decayed: the same work as two groups).
 
-    ``gather=True``: every step copies the gradients into one flat tensor (``torch.cat``), as an optimizer must
-    when autograd writes one gradient per parameter. ``gather=False``: the gradients are taken as already flat, the
-    upper bound an optimizer reaches only if autograd writes every gradient into one shared buffer."""
+    ``gather=True``: every step copies the gradients into a flat buffer (one ``torch._foreach_copy_``), as an
+    optimizer must when autograd writes one gradient per parameter. ``gather=False``: the gradients are taken as
+    already flat, the bound an optimizer reaches only if autograd writes every gradient into one shared buffer.
+    Every buffer is allocated once."""
 
     def __init__(self, groups: list[dict], gather: bool, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.99),
                  eps: float = 1e-8, weight_decay: float = 0.1) -> None:
@@ -41,20 +42,26 @@ class FlatSketch:
             param.data = self.flat[offset : offset + param.numel()].view_as(param)
             offset += param.numel()
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(self.flat), torch.zeros_like(self.flat)  # (P,) each
-        self.flat_grad = None if gather else torch.cat([param.grad.reshape(-1) for param in self.params])
+        self.denominator = torch.zeros_like(self.flat)  # (P,)
+        self.flat_grad = torch.cat([param.grad.reshape(-1) for param in self.params])  # (P,)
+        sizes = [param.numel() for param in self.params]
+        self.grad_views = [view.view_as(p) for view, p in zip(self.flat_grad.split(sizes), self.params, strict=True)]
+        self.gather = gather
         self.lr, self.betas, self.eps, self.weight_decay, self.t = lr, betas, eps, weight_decay, 0
 
     @torch.no_grad()
     def step(self) -> None:
         self.t += 1
         beta1, beta2 = self.betas
-        grad = self.flat_grad if self.flat_grad is not None else torch.cat([p.grad.reshape(-1) for p in self.params])
+        if self.gather:
+            torch._foreach_copy_(self.grad_views, [param.grad for param in self.params])
+        grad = self.flat_grad
         root_c2 = math.sqrt(1.0 - beta2**self.t)
         self.flat.mul_(1.0 - self.lr * self.weight_decay)
         self.exp_avg.lerp_(grad, 1.0 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-        denominator = self.exp_avg_sq.sqrt().add_(self.eps * root_c2)
-        self.flat.addcdiv_(self.exp_avg, denominator, value=-self.lr * root_c2 / (1.0 - beta1**self.t))
+        torch.sqrt(self.exp_avg_sq, out=self.denominator).add_(self.eps * root_c2)
+        self.flat.addcdiv_(self.exp_avg, self.denominator, value=-self.lr * root_c2 / (1.0 - beta1**self.t))
 
 
 OPTIMIZERS = {
@@ -63,7 +70,7 @@ OPTIMIZERS = {
     "torch fused": lambda groups: torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), fused=True),
     "torch default": lambda groups: torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99)),
     "torch foreach": lambda groups: torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), foreach=True),
-    "sketch: flat, gradients gathered": lambda groups: FlatSketch(groups, gather=True),
+    "sketch: flat, gradients copied": lambda groups: FlatSketch(groups, gather=True),
     "sketch: flat, gradients already flat": lambda groups: FlatSketch(groups, gather=False),
 }
 
@@ -125,8 +132,8 @@ def main() -> None:
         "`minipt fast`: `AdamW(fast=True)`, the same lines over all parameters with `torch._foreach_*`; "
         "`torch default`: no flag (on the CPU torch picks its per-parameter loop; on CUDA its foreach one). "
         "The two `sketch` rows measure what a flat-buffer AdamW would cost (`FlatSketch` in the script, not part of "
-        "minipt): the parameters as views of one flat tensor and the update run once over it, with the gradients "
-        "copied into one tensor every step (`torch.cat`: what an optimizer must do when autograd writes one gradient "
+        "minipt): the parameters and moments as views of flat tensors and the update run once over them, with the "
+        "gradients copied into a flat buffer every step (what an optimizer must do when autograd writes one gradient "
         "per parameter), or taken as already flat (the bound reached only if autograd wrote every gradient into one "
         "shared buffer).",
         "",
