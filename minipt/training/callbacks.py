@@ -13,7 +13,7 @@ at six moments, in the order the callbacks were given::
 
 The standard ones (:func:`minipt.training.loop.standard_callbacks`) are the run's records
 (:class:`~minipt.training.records.RunRecords`), the progress bar (:class:`~minipt.training.progress.Progress`) and
-the stop on Ctrl-C (:class:`~minipt.training.interrupts.StopOnSignal`); a job adds its own, e.g. gradual
+the stop on Ctrl-C (:class:`~minipt.training.stopping.StopOnSignal`); a job adds its own, e.g. gradual
 unfreezing (:class:`~minipt.training.strategies.GradualUnfreezing`).
 """
 

@@ -13,10 +13,11 @@ and it does the rest, top to bottom in :func:`train`:
 2. each optimizer step averages the gradients of ``grad_accum`` micro-batches,
    :math:`g = \frac{1}{A}\sum_{a=1}^{A} \nabla \mathcal{L}_a` (the same as one batch ``A`` times larger), then
    clips their global norm to ``grad_clip`` (:func:`minipt.optim.clip_grad_norm_`);
-3. every ``eval_every`` steps: evaluate, append a line to ``metrics.jsonl``, keep ``best.pt`` when the monitored
-   metric improves, stop early after ``patience`` evaluations without improvement (when asked);
+3. every ``eval_every`` steps: evaluate, hand the evaluation's ``metrics.jsonl`` line to the callbacks, keep
+   ``best.pt`` when the monitored metric improves, stop early after ``patience`` evaluations without improvement
+   (when asked);
 4. ``last.pt`` is saved at every evaluation (and every ``save_every`` steps), so a run can resume exactly;
-5. at the end, ``loss.png`` (train and validation curves) and ``summary.json``.
+5. at the end, the callbacks close the run (the records write ``loss.png`` and ``summary.json``).
 
 What a checkpoint saves is :mod:`~.state`'s, the ranks of a torchrun job are :mod:`~.distributed`'s (no-ops in one
 process). Everything else around the steps is a :class:`~minipt.training.callbacks.Callback` the loop is given, each
