@@ -598,8 +598,6 @@ def checkpoint_path(run_dir: Path) -> Path:
     return path
 
 
-
-
 def read_pretraining_config(run_dir: Path, flag: str) -> dict:
     """The ``config.json`` of a pretraining run, checked: a finetuning run, a Hugging Face folder, a missing
     section or an unknown key is a one-line error naming ``flag``, the file or the key."""
